@@ -1,0 +1,56 @@
+"""The built-in cells, and `get(name, hidden_size)` to build one by name.
+
+| name    | cell                                                  |
+| ------- | ----------------------------------------------------- |
+| rnn     | vanilla tanh RNN (the paper's "Tanh")                 |
+| lstm    | LSTM, forget bias 0 (PyTorch, Flax)                   |
+| lstm-i  | LSTM without input gate (i = 1)                       |
+| lstm-f  | LSTM without forget gate (f = 1)                      |
+| lstm-o  | LSTM without output gate (o = 1)                      |
+| lstm-b  | LSTM with forget bias 1 (the paper's advice)          |
+| gru     | GRU, reset gate before the recurrent matmul (Cho 2014)|
+| mut1    | MUT1 of Jozefowicz et al. (2015)                      |
+| mut2    | MUT2                                                  |
+| mut3    | MUT3                                                  |
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from recurrax.cells.gru import gru
+from recurrax.cells.lstm import lstm
+from recurrax.cells.mut import mut1, mut2, mut3
+from recurrax.cells.rnn import rnn
+from recurrax.protocols import Cell
+
+_BUILDERS: dict[str, Callable[..., Cell]] = {
+    "rnn": rnn,
+    "lstm": lstm,
+    "lstm-i": lambda H, **kw: lstm(H, input_gate=False, **kw),
+    "lstm-f": lambda H, **kw: lstm(H, forget_gate=False, **kw),
+    "lstm-o": lambda H, **kw: lstm(H, output_gate=False, **kw),
+    "lstm-b": lambda H, **kw: lstm(H, forget_bias=1.0, **kw),
+    "gru": gru,
+    "mut1": mut1,
+    "mut2": mut2,
+    "mut3": mut3,
+}
+
+NAMES: tuple[str, ...] = tuple(_BUILDERS)
+
+
+def get(name: str, hidden_size: int, **kwargs: Any) -> Cell:
+    """Build the cell called `name` (one of `NAMES`) with `hidden_size` units,
+    exactly as Jozefowicz et al. (2015) define it. `kwargs` go to the
+    constructor (e.g. `kernel_init`)."""
+    try:
+        builder = _BUILDERS[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"unknown cell name {name!r}; expected one of: {', '.join(NAMES)}"
+        ) from None
+    return builder(hidden_size, **kwargs)
+
+
+__all__ = ["NAMES", "get", "gru", "lstm", "mut1", "mut2", "mut3", "rnn"]

@@ -1,0 +1,122 @@
+"""Pieces every built-in cell shares: argument checks, the zero carry, the fused
+projections and their split."""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from recurrax import initializers as inits
+
+
+def check_hidden_size(name: str, hidden_size: int) -> int:
+    if isinstance(hidden_size, bool) or not isinstance(hidden_size, int) or hidden_size < 1:
+        raise ValueError(
+            f"{name}: hidden_size must be a positive int, got {hidden_size!r}"
+        )
+    return hidden_size
+
+
+def check_input_size(name: str, input_size: int) -> int:
+    if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1:
+        raise ValueError(f"{name}: input_size must be a positive int, got {input_size!r}")
+    return input_size
+
+
+def check_input_equals_hidden(name: str, input_size: int, hidden_size: int) -> None:
+    """MUT1 and MUT2 add `x` itself to an H-wide sum, so they need `D == H`."""
+    if input_size != hidden_size:
+        raise ValueError(
+            f"{name}({hidden_size}) adds the input x itself to an {hidden_size}-wide "
+            f"sum, so it needs input_size == hidden_size == {hidden_size}; got "
+            f"input_size={input_size}. Map the inputs to {hidden_size} features first "
+            f"(an embedding of width {hidden_size}, or a dense projection)."
+        )
+
+
+def zeros_carry(hidden_size: int) -> Callable[..., jax.Array]:
+    """`initial_carry` for a cell whose carry is `h` alone."""
+
+    def initial_carry(batch_shape: tuple = (), dtype=jnp.float32) -> jax.Array:
+        return jnp.zeros((*tuple(batch_shape), hidden_size), dtype)
+
+    return initial_carry
+
+
+def param_initializer(
+    name: str,
+    hidden_size: int,
+    *,
+    input_kernels: Sequence[str],
+    recurrent_kernels: Sequence[str],
+    biases: Sequence[str],
+    kernel_init: inits.Initializer,
+    recurrent_init: inits.Initializer,
+    bias_init: inits.Initializer,
+    param_dtype,
+    input_must_equal_hidden: bool = False,
+    bias_offsets: dict[str, float] | None = None,
+) -> Callable[[jax.Array, int], dict[str, jax.Array]]:
+    """Build a cell's `init(key, input_size) -> params`.
+
+    `bias_offsets` adds a constant to named biases after `bias_init` (the
+    LSTM's `b_f = forget_bias`).
+    """
+
+    def init(key: jax.Array, input_size: int) -> dict[str, jax.Array]:
+        check_input_size(name, input_size)
+        if input_must_equal_hidden:
+            check_input_equals_hidden(name, input_size, hidden_size)
+        params = inits.init_params(
+            key,
+            input_kernels=input_kernels,
+            recurrent_kernels=recurrent_kernels,
+            biases=biases,
+            input_size=input_size,
+            hidden_size=hidden_size,
+            kernel=kernel_init,
+            recurrent=recurrent_init,
+            bias=bias_init,
+            dtype=param_dtype,
+        )
+        for bias_name, offset in (bias_offsets or {}).items():
+            params[bias_name] = params[bias_name] + jnp.asarray(offset, param_dtype)
+        return params
+
+    return init
+
+
+def fused(params: dict[str, jax.Array], names: Sequence[str]) -> jax.Array:
+    """Concatenate the named matrices (or vectors) along their last axis, so
+    that several projections of one vector become one matmul."""
+    if len(names) == 1:
+        return params[names[0]]
+    return jnp.concatenate([params[n] for n in names], axis=-1)
+
+
+def project(
+    params: dict[str, jax.Array],
+    x: jax.Array,
+    kernels: Sequence[str],
+    biases: Sequence[str] | None = None,
+) -> jax.Array:
+    """`x @ [W_1 | W_2 | ...] (+ [b_1 | b_2 | ...])`, on any leading axes of `x`."""
+    out = x @ fused(params, kernels)
+    if biases:
+        out = out + fused(params, biases)
+    return out
+
+
+def split(a: jax.Array, n: int) -> list[jax.Array]:
+    """Split the last axis into `n` equal blocks (the inverse of `fused`)."""
+    return jnp.split(a, n, axis=-1)
+
+
+def check_input_features(name: str, x: jax.Array, expected: int) -> None:
+    if x.shape[-1:] != (expected,):
+        raise ValueError(
+            f"{name}: inputs must have {expected} features on their last axis "
+            f"(the params' input size); got an array of shape {tuple(x.shape)}"
+        )

@@ -1,0 +1,75 @@
+"""The gated recurrent unit (Cho et al. 2014), in both of its published forms."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from recurrax import initializers as inits
+from recurrax.cells import _common as C
+from recurrax.protocols import Cell
+
+
+def gru(
+    hidden_size: int,
+    reset_after: bool = False,
+    *,
+    kernel_init: inits.Initializer = inits.kernel_init,
+    recurrent_init: inits.Initializer = inits.recurrent_init,
+    bias_init: inits.Initializer = inits.bias_init,
+    param_dtype=jnp.float32,
+) -> Cell:
+    r"""The GRU cell:
+
+        r  = σ(x W_xr + h W_hr + b_r)          reset gate
+        z  = σ(x W_xz + h W_hz + b_z)          update gate
+        h̃  = tanh(x W_xh + (r ⊙ h) W_hh + b_h)
+        h' = z ⊙ h + (1 − z) ⊙ h̃,              y = h'
+
+    With `reset_after=True` (the cuDNN, PyTorch, Keras and Flax form) the reset
+    gate acts after the recurrent matmul, which has its own bias `b_hh`:
+
+        h̃  = tanh(x W_xh + b_h + r ⊙ (h W_hh + b_hh))
+
+    Params: `W_x{r,z,h}: (D, H)`, `W_h{r,z,h}: (H, H)`, `b_{r,z,h}: (H,)`, and
+    `b_hh: (H,)` with `reset_after`. Carry: `h`. `prepare` is one matmul
+    `x [W_xr|W_xz|W_xh] + [b_r|b_z|b_h]`; `step` is one matmul
+    `h [W_hr|W_hz]` then `(r ⊙ h) W_hh` (reset before), or one matmul
+    `h [W_hr|W_hz|W_hh]` (reset after).
+    """
+    H = C.check_hidden_size("gru", hidden_size)
+    Wx, b = ["W_xr", "W_xz", "W_xh"], ["b_r", "b_z", "b_h"]
+    Wh = ["W_hr", "W_hz", "W_hh"]
+
+    init = C.param_initializer(
+        "gru", H,
+        input_kernels=Wx, recurrent_kernels=Wh,
+        biases=b + ["b_hh"] if reset_after else b,
+        kernel_init=kernel_init, recurrent_init=recurrent_init, bias_init=bias_init,
+        param_dtype=param_dtype,
+    )
+
+    def prepare(params: dict, xs: jax.Array) -> jax.Array:
+        C.check_input_features("gru", xs, params["W_xh"].shape[0])
+        return C.project(params, xs, Wx, b)
+
+    def step_reset_before(params: dict, h: jax.Array, px: jax.Array):
+        px_r, px_z, px_h = C.split(px, 3)
+        h_r, h_z = C.split(h @ C.fused(params, ["W_hr", "W_hz"]), 2)
+        r = jax.nn.sigmoid(px_r + h_r)
+        z = jax.nn.sigmoid(px_z + h_z)
+        h_tilde = jnp.tanh(px_h + (r * h) @ params["W_hh"])
+        h = z * h + (1.0 - z) * h_tilde
+        return h, h
+
+    def step_reset_after(params: dict, h: jax.Array, px: jax.Array):
+        px_r, px_z, px_h = C.split(px, 3)
+        h_r, h_z, h_h = C.split(h @ C.fused(params, Wh), 3)
+        r = jax.nn.sigmoid(px_r + h_r)
+        z = jax.nn.sigmoid(px_z + h_z)
+        h_tilde = jnp.tanh(px_h + r * (h_h + params["b_hh"]))
+        h = z * h + (1.0 - z) * h_tilde
+        return h, h
+
+    step = step_reset_after if reset_after else step_reset_before
+    return Cell(init, C.zeros_carry(H), prepare, step, H)

@@ -1,0 +1,133 @@
+"""Run a cell over a sequence (`scan`) or a single step (`step`)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from recurrax import checks
+from recurrax.masking import broadcast_mask
+from recurrax.protocols import Cell, Carry
+
+#: `hoist=None` hoists the input projection out of the loop when a batch has at
+#: most this many sequences. Measured on the 2-core XLA CPU of this project
+#: (see benchmarks/hoist_rule.py): reading a large hoisted array inside
+#: `lax.scan` costs more per step than the small in-loop matmul it saves at
+#: batch 32, while at batch 1 the in-loop matmul is a matrix-vector product
+#: and hoisting wins.
+HOIST_MAX_BATCH = 4
+
+
+def default_hoist(batch_size: int) -> bool:
+    """The rule `hoist=None` follows: hoist iff `batch_size <= HOIST_MAX_BATCH`."""
+    return batch_size <= HOIST_MAX_BATCH
+
+
+def scan(
+    cell: Cell,
+    params: Any,
+    xs: jax.Array,
+    carry: Carry | None = None,
+    *,
+    lengths: jax.Array | None = None,
+    reverse: bool = False,
+    unroll: int | bool = 1,
+    remat: bool = False,
+    hoist: bool | None = None,
+    time_major: bool = True,
+) -> tuple[Carry, jax.Array]:
+    r"""Run `cell` over the time axis of `xs` with `jax.lax.scan`.
+
+    For t = 0 … T−1 (or T−1 … 0 with `reverse=True`):
+
+        carry_{t+1}, y_t = cell.step(params, carry_t, cell.prepare(params, x_t))
+
+    Args:
+      cell: a `recurrax.Cell`.
+      params: the cell's params, as `cell.init(key, D)` makes them.
+      xs: `[T, *batch, D]`, or `[*batch, T, D]` with `time_major=False`.
+      carry: the initial carry; `None` starts from `cell.initial_carry`.
+      lengths: integers of the batch shape, each in `[0, T]`. Steps with
+        `t >= lengths[b]` leave row b's carry unchanged and output `y = 0`,
+        so the final carry is the one after each row's last valid step. With
+        `reverse=True` each row runs from its own last valid step,
+        `lengths[b] − 1`, back to 0; `ys` stays aligned with `xs`.
+      reverse: run from the last step to the first.
+      unroll: steps per loop iteration, passed to `lax.scan` (`True`: all).
+      remat: recompute each step in the backward pass (`jax.checkpoint`), so
+        training memory grows with the carry instead of the residuals.
+      hoist: `True` applies `cell.prepare` to all T steps at once before the
+        loop (one large matmul), `False` inside the loop one step at a time;
+        the numbers are the same. `None` picks by `default_hoist`.
+      time_major: the layout of `xs` and `ys`.
+
+    Returns:
+      `(carry, ys)`: the final carry and the outputs `ys`, `[T, *batch, H]`
+      (or `[*batch, T, H]`).
+    """
+    checks.check_cell(cell)
+    layout = "[T, *batch, D]" if time_major else "[*batch, T, D]"
+    checks.check_array("xs", xs, 2, layout)
+    xs = jnp.asarray(xs)
+    if not isinstance(unroll, (bool, int)) or (not isinstance(unroll, bool) and unroll < 1):
+        raise ValueError(f"unroll: expected a positive int or a bool, got {unroll!r}")
+    time_axis = 0 if time_major else xs.ndim - 2
+    T = xs.shape[time_axis]
+    batch_shape = tuple(s for i, s in enumerate(xs.shape[:-1]) if i != time_axis)
+    checks.check_params(cell, params, xs.shape[-1], f"xs (layout {layout}, shape {xs.shape})")
+    dtype = jax.eval_shape(cell.prepare, params, xs).dtype
+    if carry is None:
+        carry = cell.initial_carry(batch_shape, dtype)
+    else:
+        checks.check_carry(cell, carry, batch_shape, dtype)
+    if lengths is not None:
+        lengths = jnp.asarray(checks.check_lengths(lengths, batch_shape, T))
+    if hoist is None:
+        hoist = default_hoist(math.prod(batch_shape))
+
+    if hoist:  # prepare on the layout given, then move time first (a 2-D GEMM + a copy)
+        inputs = cell.prepare(params, xs)
+    else:
+        inputs = xs
+    if not time_major:
+        inputs = jnp.moveaxis(inputs, time_axis, 0)
+
+    def body(carry, t_and_input):
+        t, inp = t_and_input
+        px = inp if hoist else cell.prepare(params, inp)
+        new_carry, y = cell.step(params, carry, px)
+        if lengths is not None:
+            valid = t < lengths
+            new_carry = jax.tree.map(
+                lambda new, old: jnp.where(broadcast_mask(valid, new), new, old),
+                new_carry, carry,
+            )
+            y = jnp.where(broadcast_mask(valid, y), y, jnp.zeros_like(y))
+        return new_carry, y
+
+    if remat:
+        body = jax.checkpoint(body)
+    carry, ys = jax.lax.scan(
+        body, carry, (jnp.arange(T), inputs), reverse=reverse, unroll=unroll
+    )
+    if not time_major:
+        ys = jnp.moveaxis(ys, 0, time_axis)
+    return carry, ys
+
+
+def step(cell: Cell, params: Any, carry: Carry, x: jax.Array) -> tuple[Carry, jax.Array]:
+    """One time step: `cell.step(params, carry, cell.prepare(params, x))`.
+
+    For sampling and decoding. `x` is `[*batch, D]`, `carry` matches
+    `cell.initial_carry(batch)`; returns `(carry, y)`, `y` of shape `[*batch, H]`.
+    """
+    checks.check_cell(cell)
+    checks.check_array("x", x, 1, "[*batch, D]")
+    x = jnp.asarray(x)
+    checks.check_params(cell, params, x.shape[-1], f"x (shape {x.shape})")
+    dtype = jax.eval_shape(cell.prepare, params, x).dtype
+    checks.check_carry(cell, carry, x.shape[:-1], dtype)
+    return cell.step(params, carry, cell.prepare(params, x))
