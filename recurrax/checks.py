@@ -97,7 +97,7 @@ def check_lengths(lengths: Any, batch_shape: tuple, T: int) -> jax.Array:
             f"lengths: got shape {shape}, needs the batch shape {tuple(batch_shape)} "
             f"(one length per sequence)"
         )
-    dtype = getattr(lengths, "dtype", np.asarray(lengths).dtype)
+    dtype = lengths.dtype if hasattr(lengths, "dtype") else np.asarray(lengths).dtype
     if not np.issubdtype(dtype, np.integer):
         raise ValueError(f"lengths: needs an integer dtype, got {dtype}")
     try:
