@@ -13,8 +13,14 @@ from recurrax.protocols import Cell
 
 
 def _shapes(tree: Any) -> dict[str, tuple]:
+    """`{"['W_xi']": (D, H), ...}`: each leaf's path, as `keystr` writes it, and shape."""
     leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
     return {jax.tree_util.keystr(path): tuple(np.shape(leaf)) for path, leaf in leaves}
+
+
+def _names(paths) -> str:
+    """`['W_xi']`-style paths as a readable list: `W_xi, W_xf`."""
+    return ", ".join(sorted(p.replace("['", "").replace("']", "/").rstrip("/") for p in paths))
 
 
 def _fmt(shapes: dict[str, tuple]) -> str:
@@ -57,9 +63,11 @@ def check_params(cell: Cell, params: Any, input_size: int, what: str) -> None:
     if got == expected:
         return
     if got.keys() != expected.keys():
+        missing, unexpected = expected.keys() - got.keys(), got.keys() - expected.keys()
         raise ValueError(
-            f"params: got entries {sorted(got)}, but this cell (hidden size "
-            f"{cell.hidden_size}) expects {sorted(expected)}"
+            f"params: do not fit this cell (hidden size {cell.hidden_size}): "
+            f"missing [{_names(missing)}], unexpected [{_names(unexpected)}]; expected "
+            f"the entries of cell.init(key, {input_size}): [{_names(expected)}]"
         )
     wrong = {k: (got[k], expected[k]) for k in got if got[k] != expected[k]}
     details = "; ".join(f"params{k} has shape {g}, needs {e}" for k, (g, e) in wrong.items())
