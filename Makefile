@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-all bench clean
+.PHONY: install run test test-all bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+run: $(STAMP)
+	$(PY) -m experiments.quickstart
+
 test: $(STAMP)
 	$(PY) -m pytest -q
 
@@ -23,6 +26,7 @@ test-all: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.lstm_vs_flax
+	$(PY) -m benchmarks.hoist_rule
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -13,12 +13,13 @@ from recurrax.masking import broadcast_mask
 from recurrax.protocols import Cell, Carry
 
 #: `hoist=None` hoists the input projection out of the loop when a batch has at
-#: most this many sequences. Measured on the 2-core XLA CPU of this project
-#: (see benchmarks/hoist_rule.py): reading a large hoisted array inside
-#: `lax.scan` costs more per step than the small in-loop matmul it saves at
-#: batch 32, while at batch 1 the in-loop matmul is a matrix-vector product
-#: and hoisting wins.
-HOIST_MAX_BATCH = 4
+#: most this many sequences. Measured on this project's 2-core XLA CPU with
+#: `python -m benchmarks.hoist_rule` (lstm(256), D=128, T=128, forward+backward;
+#: hoisted / in-loop speed): batch 1: 1.11, 2: 1.18, 4: 1.31, 8: 1.02, 16: 0.85,
+#: 32: 0.86, 64: 0.76. At small batches the in-loop projection is a thin
+#: matmul and hoisting wins; at large ones, reading the big hoisted array
+#: inside `lax.scan` costs more per step than the matmul it saves.
+HOIST_MAX_BATCH = 8
 
 
 def default_hoist(batch_size: int) -> bool:
@@ -78,11 +79,12 @@ def scan(
     T = xs.shape[time_axis]
     batch_shape = tuple(s for i, s in enumerate(xs.shape[:-1]) if i != time_axis)
     checks.check_params(cell, params, xs.shape[-1], f"xs (layout {layout}, shape {xs.shape})")
-    dtype = jax.eval_shape(cell.prepare, params, xs).dtype
+    dtype = _result_dtype(cell, params, xs)
     if carry is None:
         carry = cell.initial_carry(batch_shape, dtype)
     else:
         checks.check_carry(cell, carry, batch_shape, dtype)
+        carry = _promote_carry(cell, params, carry, xs[0] if time_major else xs[..., 0, :])
     if lengths is not None:
         lengths = jnp.asarray(checks.check_lengths(lengths, batch_shape, T))
     if hoist is None:
@@ -93,7 +95,7 @@ def scan(
     else:
         inputs = xs
     if not time_major:
-        inputs = jnp.moveaxis(inputs, time_axis, 0)
+        inputs = jax.tree.map(lambda a: jnp.moveaxis(a, time_axis, 0), inputs)
 
     def body(carry, t_and_input):
         t, inp = t_and_input
@@ -118,6 +120,19 @@ def scan(
     return carry, ys
 
 
+def _result_dtype(cell: Cell, params: Any, x: jax.Array):
+    """The dtype `prepare` computes in (inputs and params promoted together)."""
+    return jax.tree.leaves(jax.eval_shape(cell.prepare, params, x))[0].dtype
+
+
+def _promote_carry(cell: Cell, params: Any, carry: Carry, x: jax.Array) -> Carry:
+    """Cast a given carry to the dtypes `step` returns, so that a float32
+    carry with float64 params (or the reverse) gives a loop with one dtype."""
+    px = jax.eval_shape(cell.prepare, params, x)
+    out = jax.eval_shape(cell.step, params, carry, px)[0]
+    return jax.tree.map(lambda c, o: jnp.asarray(c).astype(o.dtype), carry, out)
+
+
 def step(cell: Cell, params: Any, carry: Carry, x: jax.Array) -> tuple[Carry, jax.Array]:
     """One time step: `cell.step(params, carry, cell.prepare(params, x))`.
 
@@ -128,6 +143,5 @@ def step(cell: Cell, params: Any, carry: Carry, x: jax.Array) -> tuple[Carry, ja
     checks.check_array("x", x, 1, "[*batch, D]")
     x = jnp.asarray(x)
     checks.check_params(cell, params, x.shape[-1], f"x (shape {x.shape})")
-    dtype = jax.eval_shape(cell.prepare, params, x).dtype
-    checks.check_carry(cell, carry, x.shape[:-1], dtype)
+    checks.check_carry(cell, carry, x.shape[:-1], _result_dtype(cell, params, x))
     return cell.step(params, carry, cell.prepare(params, x))
