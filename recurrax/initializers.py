@@ -6,22 +6,30 @@
 * biases: zeros, except the LSTM's `b_f`, which starts at `forget_bias`.
 
 An initialiser is any `(key, shape, dtype) -> Array`, the signature of
-`jax.nn.initializers`; each cell constructor takes `kernel_init`,
-`recurrent_init` and `bias_init` to override these.
+`jax.nn.initializers`. Every cell constructor takes
+`initializers=Initializers(kernel=..., recurrent=..., bias=..., dtype=...)`
+to override these (fields left out keep their defaults).
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 
 Initializer = Callable[..., jax.Array]
 
-kernel_init: Initializer = jax.nn.initializers.lecun_normal()
-recurrent_init: Initializer = jax.nn.initializers.orthogonal()
-bias_init: Initializer = jax.nn.initializers.zeros
+
+
+class Initializers(NamedTuple):
+    """How a cell draws its params: `kernel` for every `W_x*`, `recurrent` for
+    every `W_h*`, `bias` for every `b_*`, all in `dtype`."""
+
+    kernel: Initializer = jax.nn.initializers.lecun_normal()
+    recurrent: Initializer = jax.nn.initializers.orthogonal()
+    bias: Initializer = jax.nn.initializers.zeros
+    dtype: Any = jnp.float32
 
 
 def init_params(
@@ -32,10 +40,7 @@ def init_params(
     biases: Sequence[str],
     input_size: int,
     hidden_size: int,
-    kernel: Initializer,
-    recurrent: Initializer,
-    bias: Initializer,
-    dtype=jnp.float32,
+    initializers: Initializers,
 ) -> dict[str, jax.Array]:
     """Draw a flat param dict: `W_x*: (D, H)`, `W_h*: (H, H)`, `b_*: (H,)`.
 
@@ -43,11 +48,11 @@ def init_params(
     """
     names = [*input_kernels, *recurrent_kernels, *biases]
     keys = dict(zip(names, jax.random.split(key, len(names))))
-    params = {}
-    for name in input_kernels:
-        params[name] = kernel(keys[name], (input_size, hidden_size), dtype)
-    for name in recurrent_kernels:
-        params[name] = recurrent(keys[name], (hidden_size, hidden_size), dtype)
-    for name in biases:
-        params[name] = bias(keys[name], (hidden_size,), dtype)
-    return params
+    D, H, (kernel, recurrent, bias, dtype) = input_size, hidden_size, initializers
+    # Draw in at least float32 (e.g. the QR behind `orthogonal` has no bfloat16
+    # kernel on CPU), then store in the dtype asked for.
+    draw = jnp.promote_types(dtype, jnp.float32)
+    groups = [(input_kernels, kernel, (D, H)), (recurrent_kernels, recurrent, (H, H)),
+              (biases, bias, (H,))]
+    return {n: init(keys[n], shape, draw).astype(dtype)
+            for group, init, shape in groups for n in group}

@@ -48,13 +48,16 @@ def test_default_initialisers_follow_flax(name):
 
 def test_initialisers_are_overridable():
     ones = jax.nn.initializers.ones
-    cell = recurrax.cells.lstm(3, forget_bias=2.0, kernel_init=ones, recurrent_init=ones,
-                               bias_init=ones)
-    params = cell.init(jax.random.key(0), 2)
+    inits = recurrax.initializers.Initializers(kernel=ones, recurrent=ones, bias=ones)
+    params = recurrax.cells.lstm(3, forget_bias=2.0, initializers=inits).init(
+        jax.random.key(0), 2)
     np.testing.assert_array_equal(params["W_xi"], np.ones((2, 3)))
     np.testing.assert_array_equal(params["W_hg"], np.ones((3, 3)))
     np.testing.assert_array_equal(params["b_o"], np.ones(3))
     np.testing.assert_array_equal(params["b_f"], np.full(3, 3.0))
+    half = recurrax.initializers.Initializers(dtype=jnp.bfloat16)
+    params = recurrax.cells.get("mut3", 4, initializers=half).init(jax.random.key(0), 2)
+    assert all(v.dtype == jnp.bfloat16 for v in params.values())
 
 
 @pytest.mark.parametrize("hoist", [True, False])

@@ -43,7 +43,7 @@ NAMES: tuple[str, ...] = tuple(_BUILDERS)
 def get(name: str, hidden_size: int, **kwargs: Any) -> Cell:
     """Build the cell called `name` (one of `NAMES`) with `hidden_size` units,
     exactly as Jozefowicz et al. (2015) define it. `kwargs` go to the
-    constructor (e.g. `kernel_init`)."""
+    constructor (e.g. `initializers=Initializers(...)`)."""
     try:
         builder = _BUILDERS[name]
     except (KeyError, TypeError):

@@ -52,17 +52,14 @@ def param_initializer(
     input_kernels: Sequence[str],
     recurrent_kernels: Sequence[str],
     biases: Sequence[str],
-    kernel_init: inits.Initializer,
-    recurrent_init: inits.Initializer,
-    bias_init: inits.Initializer,
-    param_dtype,
+    initializers: inits.Initializers,
     input_must_equal_hidden: bool = False,
     bias_offsets: dict[str, float] | None = None,
 ) -> Callable[[jax.Array, int], dict[str, jax.Array]]:
     """Build a cell's `init(key, input_size) -> params`.
 
-    `bias_offsets` adds a constant to named biases after `bias_init` (the
-    LSTM's `b_f = forget_bias`).
+    `bias_offsets` adds a constant to named biases after the bias initialiser
+    (the LSTM's `b_f = forget_bias`).
     """
 
     def init(key: jax.Array, input_size: int) -> dict[str, jax.Array]:
@@ -76,13 +73,10 @@ def param_initializer(
             biases=biases,
             input_size=input_size,
             hidden_size=hidden_size,
-            kernel=kernel_init,
-            recurrent=recurrent_init,
-            bias=bias_init,
-            dtype=param_dtype,
+            initializers=initializers,
         )
         for bias_name, offset in (bias_offsets or {}).items():
-            params[bias_name] = params[bias_name] + jnp.asarray(offset, param_dtype)
+            params[bias_name] = params[bias_name] + jnp.asarray(offset, initializers.dtype)
         return params
 
     return init
@@ -107,6 +101,18 @@ def project(
     if biases:
         out = out + fused(params, biases)
     return out
+
+
+def linear_prepare(
+    name: str, kernels: Sequence[str], biases: Sequence[str]
+) -> Callable[[dict[str, jax.Array], jax.Array], jax.Array]:
+    """A `prepare` that is one fused matmul: `x [W_1|W_2|...] + [b_1|b_2|...]`."""
+
+    def prepare(params: dict[str, jax.Array], xs: jax.Array) -> jax.Array:
+        check_input_features(name, xs, params[kernels[0]].shape[0])
+        return project(params, xs, kernels, biases)
+
+    return prepare
 
 
 def split(a: jax.Array, n: int) -> list[jax.Array]:

@@ -14,10 +14,7 @@ def gru(
     hidden_size: int,
     reset_after: bool = False,
     *,
-    kernel_init: inits.Initializer = inits.kernel_init,
-    recurrent_init: inits.Initializer = inits.recurrent_init,
-    bias_init: inits.Initializer = inits.bias_init,
-    param_dtype=jnp.float32,
+    initializers: inits.Initializers = inits.Initializers(),
 ) -> Cell:
     r"""The GRU cell:
 
@@ -45,13 +42,8 @@ def gru(
         "gru", H,
         input_kernels=Wx, recurrent_kernels=Wh,
         biases=b + ["b_hh"] if reset_after else b,
-        kernel_init=kernel_init, recurrent_init=recurrent_init, bias_init=bias_init,
-        param_dtype=param_dtype,
+        initializers=initializers,
     )
-
-    def prepare(params: dict, xs: jax.Array) -> jax.Array:
-        C.check_input_features("gru", xs, params["W_xh"].shape[0])
-        return C.project(params, xs, Wx, b)
 
     def step_reset_before(params: dict, h: jax.Array, px: jax.Array):
         px_r, px_z, px_h = C.split(px, 3)
@@ -72,4 +64,4 @@ def gru(
         return h, h
 
     step = step_reset_after if reset_after else step_reset_before
-    return Cell(init, C.zeros_carry(H), prepare, step, H)
+    return Cell(init, C.zeros_carry(H), C.linear_prepare("gru", Wx, b), step, H)

@@ -17,10 +17,7 @@ def lstm(
     forget_gate: bool = True,
     output_gate: bool = True,
     *,
-    kernel_init: inits.Initializer = inits.kernel_init,
-    recurrent_init: inits.Initializer = inits.recurrent_init,
-    bias_init: inits.Initializer = inits.bias_init,
-    param_dtype=jnp.float32,
+    initializers: inits.Initializers = inits.Initializers(),
 ) -> Cell:
     r"""The LSTM cell (no peepholes):
 
@@ -33,7 +30,7 @@ def lstm(
 
     A gate switched off (`input_gate=False`, ...) is the constant 1 and has no
     params: these are the ablations LSTM-i, LSTM-f and LSTM-o of Jozefowicz et
-    al. (2015). `b_f` starts at `forget_bias` (plus `bias_init`); the paper's
+    al. (2015). `b_f` starts at `forget_bias` (plus the bias initialiser); the paper's
     LSTM-b is `forget_bias=1`, the default 0 matches PyTorch and Flax.
 
     Params: `W_x{i,f,g,o}: (D, H)`, `W_h{i,f,g,o}: (H, H)`, `b_{i,f,g,o}: (H,)`
@@ -53,8 +50,7 @@ def lstm(
     init = C.param_initializer(
         "lstm", H,
         input_kernels=Wx, recurrent_kernels=Wh, biases=b,
-        kernel_init=kernel_init, recurrent_init=recurrent_init, bias_init=bias_init,
-        param_dtype=param_dtype,
+        initializers=initializers,
         bias_offsets={"b_f": forget_bias} if forget_gate else None,
     )
 
@@ -62,20 +58,15 @@ def lstm(
         zeros = jnp.zeros((*tuple(batch_shape), H), dtype)
         return (zeros, zeros)
 
-    def prepare(params: dict, xs: jax.Array) -> jax.Array:
-        C.check_input_features("lstm", xs, params["W_xg"].shape[0])
-        return C.project(params, xs, Wx, b)
-
     def step(params: dict, carry, px: jax.Array):
         c, h = carry
         pre = dict(zip(blocks, C.split(px + h @ C.fused(params, Wh), len(blocks))))
-        gate = {k: jax.nn.sigmoid(pre[k]) if k in pre else None for k in "ifo"}
-        g = jnp.tanh(pre["g"])
-        c = (c if gate["f"] is None else gate["f"] * c) + (
-            g if gate["i"] is None else gate["i"] * g
-        )
-        tc = jnp.tanh(c)
-        h = tc if gate["o"] is None else gate["o"] * tc
+
+        def gate(k: str):  # a gate switched off is the constant 1
+            return jax.nn.sigmoid(pre[k]) if k in pre else 1.0
+
+        c = gate("f") * c + gate("i") * jnp.tanh(pre["g"])
+        h = gate("o") * jnp.tanh(c)
         return (c, h), h
 
-    return Cell(init, initial_carry, prepare, step, H)
+    return Cell(init, initial_carry, C.linear_prepare("lstm", Wx, b), step, H)

@@ -27,10 +27,7 @@ def _interpolate(h: jax.Array, h_tilde: jax.Array, z: jax.Array):
 def mut1(
     hidden_size: int,
     *,
-    kernel_init: inits.Initializer = inits.kernel_init,
-    recurrent_init: inits.Initializer = inits.recurrent_init,
-    bias_init: inits.Initializer = inits.bias_init,
-    param_dtype=jnp.float32,
+    initializers: inits.Initializers = inits.Initializers(),
 ) -> Cell:
     r"""MUT1:
 
@@ -47,8 +44,7 @@ def mut1(
     init = C.param_initializer(
         "mut1", H,
         input_kernels=Wx, recurrent_kernels=["W_hr", "W_hh"], biases=b + ["b_h"],
-        kernel_init=kernel_init, recurrent_init=recurrent_init, bias_init=bias_init,
-        param_dtype=param_dtype, input_must_equal_hidden=True,
+        initializers=initializers, input_must_equal_hidden=True,
     )
 
     def prepare(params: dict, xs: jax.Array) -> jax.Array:
@@ -69,10 +65,7 @@ def mut1(
 def mut2(
     hidden_size: int,
     *,
-    kernel_init: inits.Initializer = inits.kernel_init,
-    recurrent_init: inits.Initializer = inits.recurrent_init,
-    bias_init: inits.Initializer = inits.bias_init,
-    param_dtype=jnp.float32,
+    initializers: inits.Initializers = inits.Initializers(),
 ) -> Cell:
     r"""MUT2:
 
@@ -92,8 +85,7 @@ def mut2(
         "mut2", H,
         input_kernels=Wx, recurrent_kernels=["W_hz", "W_hr", "W_hh"],
         biases=["b_z", "b_r", "b_h"],
-        kernel_init=kernel_init, recurrent_init=recurrent_init, bias_init=bias_init,
-        param_dtype=param_dtype, input_must_equal_hidden=True,
+        initializers=initializers, input_must_equal_hidden=True,
     )
 
     def prepare(params: dict, xs: jax.Array) -> jax.Array:
@@ -115,10 +107,7 @@ def mut2(
 def mut3(
     hidden_size: int,
     *,
-    kernel_init: inits.Initializer = inits.kernel_init,
-    recurrent_init: inits.Initializer = inits.recurrent_init,
-    bias_init: inits.Initializer = inits.bias_init,
-    param_dtype=jnp.float32,
+    initializers: inits.Initializers = inits.Initializers(),
 ) -> Cell:
     r"""MUT3:
 
@@ -135,13 +124,8 @@ def mut3(
     init = C.param_initializer(
         "mut3", H,
         input_kernels=Wx, recurrent_kernels=["W_hz", "W_hr", "W_hh"], biases=b,
-        kernel_init=kernel_init, recurrent_init=recurrent_init, bias_init=bias_init,
-        param_dtype=param_dtype,
+        initializers=initializers,
     )
-
-    def prepare(params: dict, xs: jax.Array) -> jax.Array:
-        C.check_input_features("mut3", xs, params["W_xh"].shape[0])
-        return C.project(params, xs, Wx, b)
 
     def step(params: dict, h: jax.Array, px: jax.Array):
         px_z, px_r, px_h = C.split(px, 3)
@@ -149,4 +133,4 @@ def mut3(
         r = jax.nn.sigmoid(px_r + h @ params["W_hr"])
         return _interpolate(h, jnp.tanh((r * h) @ params["W_hh"] + px_h), z)
 
-    return Cell(init, C.zeros_carry(H), prepare, step, H)
+    return Cell(init, C.zeros_carry(H), C.linear_prepare("mut3", Wx, b), step, H)

@@ -13,10 +13,7 @@ from recurrax.protocols import Cell
 def rnn(
     hidden_size: int,
     *,
-    kernel_init: inits.Initializer = inits.kernel_init,
-    recurrent_init: inits.Initializer = inits.recurrent_init,
-    bias_init: inits.Initializer = inits.bias_init,
-    param_dtype=jnp.float32,
+    initializers: inits.Initializers = inits.Initializers(),
 ) -> Cell:
     r"""The vanilla RNN cell:
 
@@ -30,16 +27,11 @@ def rnn(
     init = C.param_initializer(
         "rnn", H,
         input_kernels=["W_xh"], recurrent_kernels=["W_hh"], biases=["b_h"],
-        kernel_init=kernel_init, recurrent_init=recurrent_init, bias_init=bias_init,
-        param_dtype=param_dtype,
+        initializers=initializers,
     )
-
-    def prepare(params: dict, xs: jax.Array) -> jax.Array:
-        C.check_input_features("rnn", xs, params["W_xh"].shape[0])
-        return C.project(params, xs, ["W_xh"], ["b_h"])
 
     def step(params: dict, h: jax.Array, px: jax.Array):
         h = jnp.tanh(px + h @ params["W_hh"])
         return h, h
 
-    return Cell(init, C.zeros_carry(H), prepare, step, H)
+    return Cell(init, C.zeros_carry(H), C.linear_prepare("rnn", ["W_xh"], ["b_h"]), step, H)
