@@ -84,7 +84,8 @@ def scan(
         carry = cell.initial_carry(batch_shape, dtype)
     else:
         checks.check_carry(cell, carry, batch_shape, dtype)
-        carry = _promote_carry(cell, params, carry, xs[0] if time_major else xs[..., 0, :])
+        x_t = jax.ShapeDtypeStruct((*batch_shape, xs.shape[-1]), xs.dtype)  # one step's input
+        carry = _promote_carry(cell, params, carry, x_t)
     if lengths is not None:
         lengths = jnp.asarray(checks.check_lengths(lengths, batch_shape, T))
     if hoist is None:
@@ -125,7 +126,7 @@ def _result_dtype(cell: Cell, params: Any, x: jax.Array):
     return jax.tree.leaves(jax.eval_shape(cell.prepare, params, x))[0].dtype
 
 
-def _promote_carry(cell: Cell, params: Any, carry: Carry, x: jax.Array) -> Carry:
+def _promote_carry(cell: Cell, params: Any, carry: Carry, x: jax.ShapeDtypeStruct) -> Carry:
     """Cast a given carry to the dtypes `step` returns, so that a float32
     carry with float64 params (or the reverse) gives a loop with one dtype."""
     px = jax.eval_shape(cell.prepare, params, x)
