@@ -1,9 +1,78 @@
-"""Small stateless building blocks used around recurrent layers."""
+"""Small stateless building blocks used around recurrent layers: `embedding`,
+`dense` and `dropout`.
+
+`embedding` and `dense` are `Layer`s, a `NamedTuple` of pure functions in the
+style of `Cell` and `Seq`: `init(key, input_size) -> params` and
+`apply(params, x) -> y`.
+"""
 
 from __future__ import annotations
 
+from typing import Callable, NamedTuple
+
 import jax
 import jax.numpy as jnp
+
+from recurrax.initializers import Initializer
+
+
+class Layer(NamedTuple):
+    """A stateless layer: `init(key, input_size) -> params`, `apply(params, x) -> y`."""
+
+    init: Callable[[jax.Array, int], dict]
+    apply: Callable[[dict, jax.Array], jax.Array]
+
+
+def embedding(
+    features: int, *, init: Initializer = jax.nn.initializers.normal(1.0), dtype=jnp.float32
+) -> Layer:
+    r"""A lookup table: `y = E[ids]`, `E: (V, features)`.
+
+    `init(key, V)` takes the vocabulary size as its input size (an embedding is
+    a dense layer on one-hot inputs: `E[i] = onehot(i) E`). `apply(params, ids)`
+    maps integer ids `[...]` to `[..., features]`. Params: `{"E": (V, F)}`, drawn
+    from `N(0, 1)` by default, as Flax's `nn.Embed` does.
+    """
+
+    def init_fn(key: jax.Array, vocab_size: int) -> dict:
+        return {"E": init(key, (vocab_size, features), dtype)}
+
+    def apply(params: dict, ids: jax.Array) -> jax.Array:
+        if not jnp.issubdtype(jnp.asarray(ids).dtype, jnp.integer):
+            raise ValueError(f"embedding: ids must be integers, got {jnp.asarray(ids).dtype}")
+        return jnp.take(params["E"], ids, axis=0)
+
+    return Layer(init_fn, apply)
+
+
+def dense(
+    features: int,
+    *,
+    use_bias: bool = True,
+    kernel_init: Initializer = jax.nn.initializers.lecun_normal(),
+    bias_init: Initializer = jax.nn.initializers.zeros,
+    dtype=jnp.float32,
+) -> Layer:
+    r"""An affine map on the last axis: `y = x W + b`, `W: (D, features)`,
+    `b: (features,)`. Params: `{"W": ..., "b": ...}` (no `b` without bias)."""
+
+    def init_fn(key: jax.Array, input_size: int) -> dict:
+        k_w, k_b = jax.random.split(key)
+        params = {"W": kernel_init(k_w, (input_size, features), dtype)}
+        if use_bias:
+            params["b"] = bias_init(k_b, (features,), dtype)
+        return params
+
+    def apply(params: dict, x: jax.Array) -> jax.Array:
+        if x.shape[-1:] != params["W"].shape[:1]:
+            raise ValueError(
+                f"dense: x must have {params['W'].shape[0]} features on its last axis, "
+                f"got shape {tuple(x.shape)}"
+            )
+        y = x @ params["W"]
+        return y + params["b"] if use_bias else y
+
+    return Layer(init_fn, apply)
 
 
 def dropout(key: jax.Array | None, x: jax.Array, rate: float) -> jax.Array:

@@ -1,0 +1,94 @@
+"""Minibatches for training and evaluation, as time-major NumPy arrays.
+
+Both batchers are indexable by the global step, so a run resumed at step `s`
+sees exactly the batches an uninterrupted run would have seen.
+
+* `StreamWindows`: a long token stream (language modelling) for truncated
+  BPTT. The stream is cut into `B` contiguous lanes, each read in windows of
+  `T` steps; window `i + 1` of a lane continues where window `i` stopped, so
+  the carry is handed from one window to the next. `resets[t, b] = 1` where a
+  document starts and at the start of every lane (every epoch).
+* `ExampleBatches`: padded example sequences (`Examples`), shuffled anew each
+  epoch by a generator seeded with `(seed, epoch)`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class StreamWindows:
+    """`batch(i)` -> `{"inputs", "targets", "resets"}`, each `[T, B]`:
+    `targets[t] = inputs[t + 1]` along each lane."""
+
+    def __init__(self, tokens: np.ndarray, doc_starts: np.ndarray | None, batch_size: int,
+                 steps: int):
+        tokens = np.asarray(tokens)
+        if batch_size < 1 or steps < 1:
+            raise ValueError(f"StreamWindows: batch_size and steps must be positive, got "
+                             f"{batch_size}, {steps}")
+        lane = (len(tokens) - 1) // batch_size
+        if lane < steps:
+            raise ValueError(
+                f"StreamWindows: a stream of {len(tokens)} tokens cut into {batch_size} lanes "
+                f"gives lanes of {lane} tokens, shorter than one window of {steps} steps")
+        n = batch_size * lane
+        starts = np.zeros(len(tokens), bool) if doc_starts is None else np.asarray(doc_starts, bool)
+        self.inputs = tokens[:n].reshape(batch_size, lane)
+        self.targets = tokens[1:n + 1].reshape(batch_size, lane)
+        self.resets = starts[:n].reshape(batch_size, lane).copy()
+        self.resets[:, 0] = True  # every lane (and so every epoch) starts from zeros
+        self.steps = steps
+        self.windows = lane // steps
+
+    def __len__(self) -> int:
+        return self.windows
+
+    def batch(self, index: int) -> dict[str, np.ndarray]:
+        w = index % self.windows
+        cut = slice(w * self.steps, (w + 1) * self.steps)
+        return {"inputs": self.inputs[:, cut].T.astype(np.int32),
+                "targets": self.targets[:, cut].T.astype(np.int32),
+                "resets": self.resets[:, cut].T.astype(np.float32)}
+
+    def __iter__(self):
+        return (self.batch(i) for i in range(self.windows))
+
+    @property
+    def tokens_per_epoch(self) -> int:
+        return self.windows * self.steps * self.inputs.shape[0]
+
+
+class ExampleBatches:
+    """`batch(i)` -> `{"inputs", "targets", "mask"}` `[T, B]` and `"lengths"` `[B]`,
+    drawn from `Examples` (`inputs`, `targets`, `mask`, `lengths`, all `[N, ...]`)
+    without replacement within an epoch; the last partial batch is dropped."""
+
+    def __init__(self, examples, batch_size: int, *, seed: int = 0, shuffle: bool = True):
+        self.examples = examples
+        n = len(examples.inputs)
+        if not 1 <= batch_size <= n:
+            raise ValueError(f"ExampleBatches: batch_size must lie in [1, {n}], got {batch_size}")
+        self.batch_size, self.seed, self.shuffle = batch_size, seed, shuffle
+        self.batches = n // batch_size
+
+    def __len__(self) -> int:
+        return self.batches
+
+    def _order(self, epoch: int) -> np.ndarray:
+        n = len(self.examples.inputs)
+        if not self.shuffle:
+            return np.arange(n)
+        return np.random.default_rng((self.seed, epoch)).permutation(n)
+
+    def batch(self, index: int) -> dict[str, np.ndarray]:
+        epoch, b = divmod(index, self.batches)
+        rows = self._order(epoch)[b * self.batch_size:(b + 1) * self.batch_size]
+        ex = self.examples
+        return {"inputs": ex.inputs[rows].T.astype(np.int32),
+                "targets": ex.targets[rows].T.astype(np.int32),
+                "mask": ex.mask[rows].T.astype(bool),
+                "lengths": ex.lengths[rows].astype(np.int32)}
+
+    def __iter__(self):
+        return (self.batch(i) for i in range(self.batches))
