@@ -8,7 +8,9 @@ See `recurrax.cells` for the cells and their equations, `recurrax.scan` for
 running a sequence, and `layer`, `stack`, `bidirectional` for combinators.
 """
 
-from recurrax import cells, initializers, nn
+from recurrax import (
+    batching, cells, checkpoint, initializers, losses, models, ngram, nn, sample, train,
+)
 from recurrax.combinators import bidirectional, layer, stack
 from recurrax.masking import reverse_sequence, sequence_mask
 from recurrax.protocols import Cell, Seq
@@ -16,7 +18,10 @@ from recurrax.scan import default_hoist, scan, step
 
 __version__ = "0.1.0"
 
+from recurrax.resets import with_resets
+
 __all__ = [
-    "Cell", "Seq", "bidirectional", "cells", "default_hoist", "initializers", "layer",
-    "nn", "reverse_sequence", "scan", "sequence_mask", "stack", "step",
+    "Cell", "Seq", "batching", "bidirectional", "cells", "checkpoint", "default_hoist",
+    "initializers", "layer", "losses", "models", "ngram", "nn", "reverse_sequence", "sample",
+    "scan", "sequence_mask", "stack", "step", "train", "with_resets",
 ]

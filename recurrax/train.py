@@ -58,10 +58,14 @@ def make_optimizer(learning_rate: float, *, clip_norm: float | None = None,
     return optax.chain(optax.clip_by_global_norm(clip_norm), inner)
 
 
+def _injected(s: Any) -> bool:
+    """An `optax.inject_hyperparams` state holding a learning rate (its class
+    differs between optax versions, so test the field)."""
+    return isinstance(getattr(s, "hyperparams", None), dict) and "learning_rate" in s.hyperparams
+
+
 def _hyperparam_states(opt_state: Any) -> list:
-    return [s for s in jax.tree.leaves(
-        opt_state, is_leaf=lambda s: isinstance(s, optax.InjectHyperparamsState))
-        if isinstance(s, optax.InjectHyperparamsState)]
+    return [s for s in jax.tree.leaves(opt_state, is_leaf=_injected) if _injected(s)]
 
 
 def get_learning_rate(opt_state: Any) -> jax.Array:
@@ -78,13 +82,12 @@ def set_learning_rate(opt_state: Any, learning_rate: float | jax.Array) -> Any:
         get_learning_rate(opt_state)  # raises the explanation
 
     def replace(s):
-        if isinstance(s, optax.InjectHyperparamsState):
+        if _injected(s):
             lr = jnp.asarray(learning_rate, jnp.asarray(s.hyperparams["learning_rate"]).dtype)
             return s._replace(hyperparams={**s.hyperparams, "learning_rate": lr})
         return s
 
-    return jax.tree.map(replace, opt_state,
-                        is_leaf=lambda s: isinstance(s, optax.InjectHyperparamsState))
+    return jax.tree.map(replace, opt_state, is_leaf=_injected)
 
 
 class Plateau(NamedTuple):
@@ -130,7 +133,7 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
             state.params, batch, state.carry, step_key)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {**metrics, "loss": loss, "grad_norm": optax.global_norm(grads)}
+        metrics = {**metrics, "loss": loss, "grad_norm": optax.tree.norm(grads)}
         new_state = TrainState(params, opt_state, state.step + 1,
                                jax.lax.stop_gradient(carry), key)
         return new_state, metrics

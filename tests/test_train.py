@@ -1,0 +1,182 @@
+"""The train step, the learning-rate rule, TBPTT with resets, and resuming
+from a checkpoint."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import recurrax
+from recurrax import batching, checkpoint, losses, models, train
+
+
+def linear_loss(params, batch, carry, key):
+    pred = batch["x"] @ params["w"] + params["b"]
+    return jnp.mean((pred - batch["y"]) ** 2), (carry, {})
+
+
+@pytest.mark.parametrize("clip", [None, 0.1])
+def test_sgd_step_with_clipping_matches_numpy(clip, rng):
+    x, y = rng.standard_normal((8, 3)), rng.standard_normal(8)
+    w, b = rng.standard_normal(3), 0.5
+    lr = 0.1
+    opt = train.make_optimizer(lr, clip_norm=clip)
+    state = train.create_train_state({"w": jnp.asarray(w, jnp.float32), "b": jnp.float32(b)}, opt)
+    state, metrics = train.make_train_step(linear_loss, opt)(
+        state, {"x": jnp.asarray(x, jnp.float32), "y": jnp.asarray(y, jnp.float32)})
+    r = x @ w + b - y  # gradients of mean((xw + b − y)²), by hand
+    g_w, g_b = 2 * x.T @ r / 8, 2 * r.mean()
+    norm = np.sqrt(np.sum(g_w ** 2) + g_b ** 2)
+    scale = 1.0 if clip is None else min(1.0, clip / norm)
+    np.testing.assert_allclose(np.asarray(state.params["w"]), w - lr * scale * g_w, rtol=1e-5)
+    np.testing.assert_allclose(float(state.params["b"]), b - lr * scale * g_b, rtol=1e-5)
+    np.testing.assert_allclose(float(metrics["grad_norm"]), norm, rtol=1e-5)
+    np.testing.assert_allclose(float(metrics["loss"]), np.mean(r ** 2), rtol=1e-5)
+    assert int(state.step) == 1
+
+
+def test_set_learning_rate_changes_the_step_size(rng):
+    opt = train.make_optimizer(1.0, clip_norm=10.0)
+    params = {"w": jnp.ones(3), "b": jnp.float32(0.0)}
+    state = train.create_train_state(params, opt)
+    state = state._replace(opt_state=train.set_learning_rate(state.opt_state, 0.25))
+    assert float(train.get_learning_rate(state.opt_state)) == 0.25
+    batch = {"x": jnp.eye(3), "y": jnp.zeros(3)}
+    new, _ = train.make_train_step(linear_loss, opt)(state, batch)
+    full, _ = train.make_train_step(linear_loss, opt)(train.create_train_state(params, opt), batch)
+    np.testing.assert_allclose(np.asarray(new.params["w"]) - 1,
+                               0.25 * (np.asarray(full.params["w"]) - 1), rtol=1e-6)
+    with pytest.raises(ValueError, match="make_optimizer"):
+        train.get_learning_rate(optax.sgd(0.1).init(params))
+
+
+def test_plateau_halves_after_no_improvement():
+    state = train.plateau_init()
+    scales = []
+    for loss in [5.0, 4.0, 4.5, 3.0, 3.0, 3.5, 2.0]:
+        state = train.plateau_update(state, loss)
+        scales.append(float(state.scale))
+    assert scales == [1.0, 1.0, 0.5, 0.5, 0.25, 0.125, 0.125]
+    patient = train.plateau_init()
+    for loss in [5.0, 6.0, 6.0, 6.0]:
+        patient = train.plateau_update(patient, loss, patience=1)
+    assert float(patient.scale) == 0.5 and float(patient.best) == 5.0
+
+
+def test_plateau_runs_under_vmap():
+    states = jax.vmap(lambda _: train.plateau_init())(jnp.arange(3))
+    states = jax.vmap(train.plateau_update)(states, jnp.array([1.0, 2.0, 3.0]))
+    states = jax.vmap(train.plateau_update)(states, jnp.array([0.5, 2.5, 3.0]))
+    np.testing.assert_array_equal(np.asarray(states.scale), [1.0, 0.5, 0.5])
+
+
+def test_windows_with_handed_carry_equal_one_pass_over_the_lanes(rng):
+    """TBPTT's forward pass: windows with the carry handed along give exactly
+    the logits of one scan over each whole lane."""
+    lm = models.language_model("gru", 11, 8)
+    params = lm.init(jax.random.key(0))
+    tokens = rng.integers(0, 11, 3 * 40 + 1)
+    windows = batching.StreamWindows(tokens, None, batch_size=3, steps=10)
+    carry, pieces = lm.initial_carry((3,)), []
+    for i in range(len(windows)):
+        carry, logits = lm.apply(params, jnp.asarray(windows.batch(i)["inputs"]), carry)
+        pieces.append(logits)
+    _, whole = lm.apply(params, jnp.asarray(tokens[:120].reshape(3, 40).T))
+    np.testing.assert_allclose(np.concatenate(pieces), np.asarray(whole), rtol=1e-5, atol=1e-5)
+
+
+def test_a_reset_starts_a_document_from_zeros(rng):
+    lm = models.language_model("lstm", 9, 6, num_layers=2)
+    params = lm.init(jax.random.key(0))
+    tokens = rng.integers(0, 9, (12, 2))
+    resets = np.zeros((12, 2), np.float32)
+    resets[5, 0] = 1  # row 0: a new document at step 5
+    carry0 = jax.tree.map(lambda c: jnp.asarray(rng.standard_normal(c.shape), jnp.float32),
+                          lm.initial_carry((2,)))
+    _, logits = lm.apply(params, jnp.asarray(tokens), carry0, resets=jnp.asarray(resets))
+    _, plain = lm.apply(params, jnp.asarray(tokens), carry0)
+    _, fresh = lm.apply(params, jnp.asarray(tokens[5:, :1]))
+    np.testing.assert_allclose(np.asarray(logits[:5]), np.asarray(plain[:5]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(logits[5:, :1]), np.asarray(fresh), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(logits[:, 1]), np.asarray(plain[:, 1]), rtol=1e-5,
+                               atol=1e-6)
+    assert not np.allclose(np.asarray(logits[5:, 0]), np.asarray(plain[5:, 0]), atol=1e-3)
+
+
+def test_gradients_do_not_cross_chunks(rng):
+    """The carry handed to the next chunk is a constant for that chunk's gradient."""
+    lm = models.language_model("rnn", 5, 4)
+    params = lm.init(jax.random.key(0))
+    a, b = (jnp.asarray(rng.integers(0, 5, (6, 2))) for _ in range(2))
+
+    def chunk_loss(params, carry, tokens):
+        carry, logits = lm.apply(params, tokens, carry)
+        return losses.softmax_cross_entropy(logits, tokens), carry
+
+    opt = train.make_optimizer(0.1)
+    state = train.create_train_state(params, opt, carry=lm.initial_carry((2,)))
+    step = train.make_train_step(lambda p, batch, c, k: (lambda l, c2: (l, (c2, {})))(
+        *chunk_loss(p, c, batch)), opt, jit=False)
+    state, _ = step(state, a)
+    handed = state.carry
+    g_step = jax.grad(lambda p: chunk_loss(p, handed, b)[0])(state.params)
+    g_const = jax.grad(lambda p: chunk_loss(p, jax.tree.map(np.asarray, handed), b)[0])(
+        state.params)
+    jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)),
+                 g_step, g_const)
+
+
+def char_setup(rng, batch_size=4, steps=8):
+    tokens = rng.integers(0, 7, 2000)
+    starts = np.zeros(2000, bool)
+    starts[[0, 700, 1500]] = True
+    lm = models.language_model("lstm", 7, 16)
+    windows = batching.StreamWindows(tokens, starts, batch_size, steps)
+
+    def loss_fn(params, batch, carry, key):
+        carry, logits = lm.apply(params, batch["inputs"], carry, resets=batch["resets"], key=key)
+        return losses.softmax_cross_entropy(logits, batch["targets"]), (carry, {})
+
+    opt = train.make_optimizer(0.01, clip_norm=1.0, base=optax.adam)
+    fresh = lambda: train.create_train_state(lm.init(jax.random.key(0)), opt,  # noqa: E731
+                                             carry=lm.initial_carry((batch_size,)), seed=3)
+    return fresh, train.make_train_step(loss_fn, opt), windows
+
+
+def test_a_resumed_run_continues_bit_for_bit(rng, tmp_path):
+    fresh, step, windows = char_setup(rng)
+    state, straight = fresh(), []
+    for i in range(10):
+        state, m = step(state, windows.batch(i))
+        straight.append(float(m["loss"]))
+
+    resumed, losses_ = fresh(), []
+    for i in range(4):
+        resumed, m = step(resumed, windows.batch(i))
+        losses_.append(float(m["loss"]))
+    path = tmp_path / "run" / "state.msgpack"
+    checkpoint.save(path, resumed, {"history": losses_})
+    del resumed
+    restored, meta = checkpoint.restore(path, fresh())
+    assert int(restored.step) == 4 and meta["history"] == losses_
+    for i in range(int(restored.step), 10):
+        restored, m = step(restored, windows.batch(i))
+        losses_.append(float(m["loss"]))
+    assert losses_ == straight  # bit for bit on CPU
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
+                 restored.params, state.params)
+    assert os.listdir(path.parent) == ["state.msgpack"]  # no temporary left behind
+
+
+def test_evaluate_weights_by_valid_positions():
+    batches = [{"v": 1.0, "n": 1.0}, {"v": 4.0, "n": 3.0}]
+    out = train.evaluate(lambda p, b, c: (c, {"metric": b["v"], "count": b["n"]}), None, batches)
+    assert out == {"metric": 13.0 / 4.0, "count": 4.0}
+
+
+def test_recurrax_exports_the_toolkit():
+    for name in ["nn", "losses", "train", "checkpoint", "sample", "models", "batching"]:
+        assert hasattr(recurrax, name)
