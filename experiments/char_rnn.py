@@ -1,0 +1,188 @@
+"""A character-level language model on Shakespeare (the char-RNN), trained with
+truncated BPTT, against the best add-k character n-gram model.
+
+    python -m experiments.char_rnn --preset quick      # under 5 minutes on 2 CPU cores
+    python -m experiments.char_rnn --preset full       # the real run
+    python -m experiments.char_rnn --preset quick --cell gru --temperature 0.5
+
+The model reads one character at a time, e_t = E[c_t], runs a recurrent cell
+over the stream, and predicts the next character with softmax(h_t W + b); the
+loss is the mean cross-entropy, reported in bits per character. The stream is
+cut into B lanes read in windows of T characters; the carry is handed from
+window to window (gradients stop there) and reset where a play begins.
+
+Everything goes to --out (default results/char_rnn/<preset>-<cell>): a
+checkpoint after every evaluation, history.jsonl, loss.png and result.json.
+Rerunning the same command resumes from the checkpoint; a finished run only
+prints its result. The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from experiments.progress import progress_bar
+from recurrax import batching, checkpoint, losses, models, ngram, sample, tasks, train
+
+PRESETS = {
+    "quick": dict(cell="lstm", hidden=256, layers=1, embed=64, batch=32, unroll=64,
+                  train_steps=1200, lr=3e-3, clip=5.0, eval_every=200, dropout=0.0),
+    "full": dict(cell="lstm", hidden=512, layers=1, embed=64, batch=32, unroll=100,
+                 train_steps=3000, lr=2e-3, clip=5.0, eval_every=250, dropout=0.0),
+}
+EVAL_BATCH, EVAL_UNROLL = 64, 256
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
+    for name, value in PRESETS["quick"].items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=None,
+                            help=f"override the preset's {name}")
+    parser.add_argument("--temperature", type=float, default=0.8)
+    parser.add_argument("--sample-length", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--cache-dir", type=Path, default=None)
+    args = parser.parse_args(argv)
+    config = dict(PRESETS[args.preset], seed=args.seed)
+    config.update({k: v for k, v in vars(args).items() if k in config and v is not None})
+    if config["cell"] in ("mut1", "mut2"):
+        config["embed"] = config["hidden"]  # they add x itself to an H-wide sum
+    args.config = config
+    args.out = args.out or Path("results/char_rnn") / f"{args.preset}-{config['cell']}"
+    return args
+
+
+def build(config: dict, vocab_size: int):
+    lm = models.language_model(config["cell"], vocab_size, config["hidden"], config["layers"],
+                               embed_size=config["embed"], dropout=config["dropout"])
+    opt = train.make_optimizer(config["lr"], clip_norm=config["clip"], base=optax.adam)
+
+    def loss_fn(params, batch, carry, key):
+        carry, logits = lm.apply(params, batch["inputs"], carry, resets=batch["resets"], key=key)
+        return losses.softmax_cross_entropy(logits, batch["targets"]), (carry, {})
+
+    @jax.jit
+    def eval_fn(params, batch, carry):
+        carry, logits = lm.apply(params, batch["inputs"], carry, resets=batch["resets"])
+        nll = losses.softmax_cross_entropy(logits, batch["targets"])
+        return carry, {"nll": nll, "count": batch["targets"].size}
+
+    return lm, opt, train.make_train_step(loss_fn, opt), eval_fn
+
+
+def bpc(eval_fn, params, stream) -> float:
+    windows = batching.StreamWindows(stream.tokens, stream.doc_starts, EVAL_BATCH, EVAL_UNROLL)
+    result = train.evaluate(eval_fn, params, windows)
+    return float(losses.bits_per_character(result["nll"]))
+
+
+def ngram_baseline(task, out: Path) -> dict:
+    path = out / "ngram.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    r = ngram.fit_ngram(task.train.tokens, task.valid.tokens, task.test.tokens, len(task.vocab))
+    result = {"order": r.order, "k": r.k, "valid_bpc": r.valid_bpc, "test_bpc": r.test_bpc}
+    path.write_text(json.dumps(result))
+    return result
+
+
+def generate(lm, params, vocab, prompt: str, length: int, temperature: float, seed: int) -> str:
+    unk = vocab.index("<unk>") if "<unk>" in vocab else 0
+    ids = jnp.array([vocab.index(c) if c in vocab else unk for c in prompt])[:, None]
+    carry, _ = lm.apply(params, ids[:-1]) if len(prompt) > 1 else (lm.initial_carry((1,)), None)
+    _, tokens = jax.jit(sample.sample, static_argnums=(0, 5), static_argnames="temperature")(
+        lm.step, params, carry, ids[-1], jax.random.key(seed), length, temperature=temperature)
+    return prompt + "".join(vocab[i] for i in np.asarray(tokens)[:, 0])
+
+
+def plot(history: list[dict], path: Path, ngram_bpc: float) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    steps = [h["step"] for h in history]
+    ax.plot(steps, [h["train_bpc"] for h in history], label="train (running)")
+    ax.plot(steps, [h["valid_bpc"] for h in history], marker="o", label="valid")
+    ax.axhline(ngram_bpc, color="gray", linestyle="--", label="best add-k n-gram (test)")
+    ax.set(xlabel="step", ylabel="bits per character", title="char-RNN on Shakespeare")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    config, out = args.config, args.out
+    out.mkdir(parents=True, exist_ok=True)
+    task = tasks.text("char", cache_dir=args.cache_dir)
+    baseline = ngram_baseline(task, out)
+    lm, opt, train_step, eval_fn = build(config, len(task.vocab))
+    windows = batching.StreamWindows(task.train.tokens, task.train.doc_starts, config["batch"],
+                                     config["unroll"])
+    state = train.create_train_state(lm.init(jax.random.key(config["seed"])), opt,
+                                     carry=lm.initial_carry((config["batch"],)), seed=config["seed"])
+    meta = {"config": config, "seconds": 0.0, "history": [], "plateau": [float("inf"), 1.0, 0]}
+    ckpt = out / "checkpoint.msgpack"
+    if ckpt.exists():
+        state, meta = checkpoint.restore(ckpt, state)
+        if meta["config"] != config:
+            raise SystemExit(f"{out} holds a run with other settings ({meta['config']}); "
+                             f"pass another --out or delete that folder")
+        print(f"resuming from step {int(state.step)} in {ckpt}")
+    plateau = train.Plateau(*map(jnp.asarray, meta["plateau"]))
+    total, running = config["train_steps"], None
+    with progress_bar(total, initial=int(state.step), desc=f"{config['cell']} {args.preset}") as bar:
+        start = time.perf_counter()
+        while int(state.step) < total:
+            state, metrics = train_step(state, windows.batch(int(state.step)))
+            loss = float(metrics["loss"])
+            running = loss if running is None else 0.98 * running + 0.02 * loss
+            bar.update(1, loss=f"{running:.3f}", bpc=f"{running / np.log(2):.3f}")
+            step = int(state.step)
+            if step % config["eval_every"] == 0 or step == total:
+                valid = bpc(eval_fn, state.params, task.valid)
+                plateau = train.plateau_update(plateau, valid)
+                state = state._replace(opt_state=train.set_learning_rate(
+                    state.opt_state, config["lr"] * plateau.scale))
+                meta["seconds"] += time.perf_counter() - start
+                start = time.perf_counter()
+                meta["history"].append({"step": step, "train_bpc": running / np.log(2),
+                                        "valid_bpc": valid, "lr": config["lr"] * float(plateau.scale),
+                                        "seconds": meta["seconds"]})
+                meta["plateau"] = [float(x) for x in plateau]
+                checkpoint.save(ckpt, state, meta)
+                with open(out / "history.jsonl", "a") as f:
+                    f.write(json.dumps(meta["history"][-1]) + "\n")
+                plot(meta["history"], out / "loss.png", baseline["test_bpc"])
+                bar.write(f"step {step}: valid {valid:.3f} bpc, lr {meta['history'][-1]['lr']:.2g}")
+    result = {
+        "cell": config["cell"], "preset": args.preset, "steps": int(state.step),
+        "train_chars_seen": int(state.step) * config["batch"] * config["unroll"],
+        "valid_bpc": round(meta["history"][-1]["valid_bpc"], 4),
+        "test_bpc": round(bpc(eval_fn, state.params, task.test), 4),
+        "seconds": round(meta["seconds"], 1),
+        "params": int(sum(p.size for p in jax.tree.leaves(state.params))),
+        "ngram_test_bpc": round(baseline["test_bpc"], 4), "ngram_order": baseline["order"],
+        "ngram_k": baseline["k"], "temperature": args.temperature,
+        "sample": generate(lm, state.params, list(task.vocab), "ROMEO.\n", args.sample_length,
+                           args.temperature, config["seed"]),
+    }
+    (out / "result.json").write_text(json.dumps(result, indent=1))
+    print(result["sample"])
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

