@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-all bench clean
+.PHONY: install run char-rnn test test-all bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,9 @@ install: $(STAMP)
 
 run: $(STAMP)
 	$(PY) -m experiments.quickstart
+
+char-rnn: $(STAMP)
+	$(PY) -m experiments.char_rnn --preset quick
 
 test: $(STAMP)
 	$(PY) -m pytest -q

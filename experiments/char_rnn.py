@@ -13,8 +13,9 @@ window to window (gradients stop there) and reset where a play begins.
 
 Everything goes to --out (default results/char_rnn/<preset>-<cell>): a
 checkpoint after every evaluation, history.jsonl, loss.png and result.json.
-Rerunning the same command resumes from the checkpoint; a finished run only
-prints its result. The last line printed is one JSON object.
+Rerunning the same command resumes from the checkpoint (with a larger
+--train-steps it trains on); a finished run only evaluates and prints its
+result. The last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -136,9 +137,11 @@ def main(argv=None) -> dict:
     ckpt = out / "checkpoint.msgpack"
     if ckpt.exists():
         state, meta = checkpoint.restore(ckpt, state)
-        if meta["config"] != config:
+        same = {k: v for k, v in config.items() if k != "train_steps"}
+        if {k: v for k, v in meta["config"].items() if k != "train_steps"} != same:
             raise SystemExit(f"{out} holds a run with other settings ({meta['config']}); "
                              f"pass another --out or delete that folder")
+        meta["config"] = config  # a run may be extended with more --train-steps
         print(f"resuming from step {int(state.step)} in {ckpt}")
     plateau = train.Plateau(*map(jnp.asarray, meta["plateau"]))
     total, running = config["train_steps"], None

