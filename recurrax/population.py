@@ -1,0 +1,141 @@
+r"""Populations: many models trained together in one compiled program.
+
+Members share shapes (architecture, hidden size, layers) and the stream of
+minibatches, and differ in their per-member arrays: PRNG seed (hence
+initialisation and dropout), initialisation scale, learning rate and gradient
+clip. One `train_step` is `jax.vmap`-ed over the member axis and `jit`-ed
+once; the member axis can be sharded over `jax.devices()`.
+
+Per member m, each step:
+
+    g = ∇θ L(θ_m),   g ← g · min(1, c_m / ‖g‖₂),   θ_m ← θ_m + opt(g; η_m)
+
+A member whose loss, gradient norm or new params are not finite is marked
+diverged at that step: it keeps its last finite params and never updates
+again, while the others go on.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from recurrax import train
+from recurrax.train import TrainState
+
+
+class Population(NamedTuple):
+    """`states`: a `TrainState` whose leaves have a leading member axis `[M, ...]`;
+    `clip_norm[M]`; `diverged[M]` (bool); `diverged_at[M]` (the step, or −1)."""
+
+    states: TrainState
+    clip_norm: jax.Array
+    diverged: jax.Array
+    diverged_at: jax.Array
+
+
+def _finite(tree: Any) -> jax.Array:
+    return jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def init_population(
+    init_params: Callable[[jax.Array], Any],
+    optimizer: optax.GradientTransformation,
+    *,
+    seeds: np.ndarray,
+    learning_rate: np.ndarray,
+    clip_norm: np.ndarray,
+    init_scale: np.ndarray | None = None,
+    carry: Any = None,
+) -> Population:
+    """Members with their own `seeds[M]`, `learning_rate[M]`, `clip_norm[M]`
+    and `init_scale[M]` (every param of member m is `init_scale[m]` times what
+    `init_params(key_m)` draws). `optimizer` comes from `train.make_optimizer`
+    (its learning rate is set per member). `carry` is one member's carry."""
+    seeds = np.asarray(seeds)
+    M = len(seeds)
+    for name, a in [("learning_rate", learning_rate), ("clip_norm", clip_norm),
+                    ("init_scale", init_scale)]:
+        if a is not None and np.shape(a) != (M,):
+            raise ValueError(f"init_population: {name} must have shape ({M},) like seeds, "
+                             f"got {np.shape(a)}")
+    scale = np.ones(M) if init_scale is None else np.asarray(init_scale)
+
+    def member(seed, lr, s):
+        key = jax.random.PRNGKey(seed)
+        k_init, k_run = jax.random.split(key)
+        params = jax.tree.map(lambda p: p * s.astype(p.dtype), init_params(k_init))
+        state = TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32), carry, k_run)
+        return state._replace(opt_state=train.set_learning_rate(state.opt_state, lr))
+
+    states = jax.jit(jax.vmap(member))(jnp.asarray(seeds, jnp.uint32),
+                                       jnp.asarray(learning_rate, jnp.float32),
+                                       jnp.asarray(scale, jnp.float32))
+    return Population(states, jnp.asarray(clip_norm, jnp.float32), jnp.zeros(M, bool),
+                      jnp.full(M, -1, jnp.int32))
+
+
+def make_population_step(loss_fn: train.LossFn, optimizer: optax.GradientTransformation
+                         ) -> Callable[[Population, Any], tuple[Population, dict]]:
+    """`step(population, batch) -> (population, metrics[M])`, one `jit` for all
+    members; `loss_fn` as for `train.make_train_step`. The batch is shared."""
+
+    def member_step(state: TrainState, clip, diverged, diverged_at, batch):
+        key, step_key = jax.random.split(state.key)
+        (loss, (carry, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params, batch, state.carry, step_key)
+        norm = optax.tree.norm(grads)
+        factor = jnp.where(norm > clip, clip / norm, 1.0)
+        grads = jax.tree.map(lambda g: g * factor.astype(g.dtype), grads)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        bad = ~(jnp.isfinite(loss) & jnp.isfinite(norm) & _finite(params))
+        now = diverged | bad
+        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(now, o, n), new, old)  # noqa: E731
+        new = TrainState(keep(params, state.params), keep(opt_state, state.opt_state),
+                         state.step + jnp.where(now, 0, 1).astype(state.step.dtype),
+                         keep(jax.lax.stop_gradient(carry), state.carry), key)
+        at = jnp.where(bad & ~diverged, state.step, diverged_at)
+        return new, now, at, {**metrics, "loss": loss, "grad_norm": norm}
+
+    vmapped = jax.vmap(member_step, in_axes=(0, 0, 0, 0, None))
+
+    @jax.jit
+    def step(pop: Population, batch: Any):
+        states, diverged, at, metrics = vmapped(pop.states, pop.clip_norm, pop.diverged,
+                                                pop.diverged_at, batch)
+        return Population(states, pop.clip_norm, diverged, at), metrics
+
+    return step
+
+
+def member_mesh(devices=None) -> Mesh:
+    """A one-axis mesh, `"members"`, over `devices` (default: all of them)."""
+    devices = jax.devices() if devices is None else devices
+    return Mesh(np.asarray(devices), ("members",))
+
+
+def shard_members(tree: Any, mesh: Mesh) -> Any:
+    """Place every leaf's leading (member) axis across the mesh; the member
+    count must be a multiple of the device count (see `pad_members`)."""
+    sharding = NamedSharding(mesh, PartitionSpec("members"))
+    return jax.tree.map(lambda x: jax.device_put(x, sharding), tree)
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+    """Place a whole copy of every leaf on each device (e.g. the shared batch)."""
+    sharding = NamedSharding(mesh, PartitionSpec())
+    return jax.tree.map(lambda x: jax.device_put(x, sharding), tree)
+
+
+def pad_members(values: np.ndarray, multiple: int) -> np.ndarray:
+    """`values[M]` extended by repeating its last entry up to a multiple of
+    `multiple` (padding members are trained and then ignored)."""
+    values = np.asarray(values)
+    extra = (-len(values)) % multiple
+    return np.concatenate([values, np.repeat(values[-1:], extra)]) if extra else values

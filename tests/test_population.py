@@ -1,0 +1,100 @@
+"""Populations: every member trains exactly as it would alone, a diverging
+member stops without stopping the others, and sharding changes nothing."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from recurrax import train
+from tests import population_case as case
+
+
+def member(tree, m):
+    return jax.tree.map(lambda x: x[m], tree)
+
+
+def test_each_member_trains_as_it_would_alone():
+    pop0 = case.run(steps=0)[0]
+    pop, history = case.run(steps=5)
+    lm, windows, loss_fn, _, hyper = case.setup()
+    for m in (0, 3, 4):  # clipped hard, clipped, never clipped
+        # alone: optax's own clip_by_global_norm and SGD at this member's rate
+        opt = train.make_optimizer(float(hyper["learning_rate"][m]),
+                                   clip_norm=float(hyper["clip_norm"][m]))
+        state = member(pop0.states, m)
+        state = state._replace(opt_state=opt.init(state.params))
+        step = train.make_train_step(loss_fn, opt)
+        for i in range(5):
+            state, metrics = step(state, windows.batch(i))
+            np.testing.assert_allclose(history[i, m], float(metrics["loss"]), rtol=2e-5)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6),
+                     member(pop.states.params, m), state.params)
+    assert not np.any(np.asarray(pop.diverged))
+    assert np.all(np.asarray(pop.states.step) == 5)
+
+
+def test_init_scale_multiplies_every_param():
+    """Recurrent kernels start orthogonal; member m's are init_scale[m] times that."""
+    pop = case.run(steps=0)[0]
+    _, _, _, _, hyper = case.setup()
+    for m in range(case.M):
+        W = np.asarray(member(pop.states.params, m)["layers"][0]["W_hi"], np.float64)
+        s = hyper["init_scale"][m]
+        np.testing.assert_allclose(W.T @ W, s * s * np.eye(case.H), atol=1e-5 * s * s)
+
+
+def test_a_diverging_member_stops_and_the_others_go_on():
+    lr = np.array([0.5, 1.0, 0.1, 1e38, 0.3, 0.7])  # member 3 overflows float32 within steps
+    clip = np.array([0.5, 1.0, 5.0, 1e30, 1e9, 2.0])
+    lm, windows, loss_fn, opt, hyper = case.setup(lr)
+    hyper["clip_norm"] = clip
+    from recurrax import population
+    pop = population.init_population(lm.init, opt, carry=lm.initial_carry((case.B,)), **hyper)
+    step = population.make_population_step(loss_fn, opt)
+    frozen = None
+    for i in range(6):
+        pop, metrics = step(pop, windows.batch(i))
+        if bool(pop.diverged[3]) and frozen is None:
+            frozen = member(pop.states.params, 3)
+    assert np.asarray(pop.diverged).tolist() == [False, False, False, True, False, False]
+    assert 0 <= int(pop.diverged_at[3]) < 6 and np.asarray(pop.diverged_at)[[0, 1, 2, 4, 5]].tolist() == [-1] * 5
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
+                 member(pop.states.params, 3), frozen)
+    assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(member(pop.states.params, 3)))
+    _, reference = case.run(steps=6)  # the same members without the diverging one's rate
+    losses = np.asarray(metrics["loss"])
+    assert np.all(np.isfinite(losses[[0, 1, 2, 4, 5]]))
+    np.testing.assert_allclose(losses[[0, 1, 2, 4, 5]], reference[-1][[0, 1, 2, 4, 5]], rtol=2e-5)
+    assert np.asarray(pop.states.step).tolist() == [6, 6, 6, int(pop.diverged_at[3]), 6, 6]
+
+
+SHARDED = """
+import json, numpy as np, jax
+from recurrax import population
+from tests import population_case as case
+mesh = population.member_mesh()
+pop, sharded = case.run(steps=4, mesh=mesh)
+_, single = case.run(steps=4)
+print(json.dumps({"devices": len(jax.devices()),
+                  "spread": len(pop.states.params["readout"]["W"].sharding.device_set),
+                  "max_diff": float(np.max(np.abs(sharded - single))),
+                  "members": int(pop.clip_norm.shape[0])}))
+"""
+
+
+def test_sharded_over_four_devices_equals_one_device():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+               JAX_PLATFORMS="cpu")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", SHARDED], env=env, cwd=root, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["devices"] == 4 and result["spread"] == 4
+    assert result["members"] == 8  # 6 padded up to a multiple of 4
+    assert result["max_diff"] < 1e-5
