@@ -8,8 +8,10 @@ sees exactly the batches an uninterrupted run would have seen.
   `T` steps; window `i + 1` of a lane continues where window `i` stopped, so
   the carry is handed from one window to the next. `resets[t, b] = 1` where a
   document starts and at the start of every lane (every epoch).
-* `ExampleBatches`: padded example sequences (`Examples`), shuffled anew each
-  epoch by a generator seeded with `(seed, epoch)`.
+* `ExampleBatches`: padded example sequences (`Examples`, or anything with
+  `inputs`, `targets`, `mask`, `lengths`: integer tokens or float frames, whose
+  dtype is kept), shuffled anew each epoch by a generator seeded with
+  `(seed, epoch)`.
 """
 
 from __future__ import annotations
@@ -85,8 +87,8 @@ class ExampleBatches:
         epoch, b = divmod(index, self.batches)
         rows = self._order(epoch)[b * self.batch_size:(b + 1) * self.batch_size]
         ex = self.examples
-        return {"inputs": ex.inputs[rows].T.astype(np.int32),
-                "targets": ex.targets[rows].T.astype(np.int32),
+        return {"inputs": np.swapaxes(ex.inputs[rows], 0, 1),  # time first; dtype kept
+                "targets": np.swapaxes(ex.targets[rows], 0, 1),
                 "mask": ex.mask[rows].T.astype(bool),
                 "lengths": ex.lengths[rows].astype(np.int32)}
 

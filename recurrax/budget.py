@@ -22,17 +22,18 @@ from recurrax import models
 
 
 def count_params(cell: str, hidden_size: int, *, vocab_in: int, vocab_out: int,
-                 num_layers: int = 1, embed_size: int | None = None) -> int:
+                 num_layers: int = 1, embed_size: int | None = None,
+                 inputs: str = "tokens") -> int:
     """Parameters of `models.language_model(cell, ...)` with these sizes."""
-    lm = models.language_model(cell, vocab_in, hidden_size, num_layers, embed_size=embed_size)
+    lm = models.language_model(cell, vocab_in, hidden_size, num_layers, embed_size=embed_size,
+                               inputs=inputs, output_size=vocab_out)
     shapes = jax.eval_shape(lm.init, jax.random.key(0))
-    total = sum(math.prod(x.shape) for x in jax.tree.leaves(shapes))
-    # language_model reads out to vocab_in classes; swap in a readout to vocab_out
-    return total + (hidden_size + 1) * (vocab_out - vocab_in)
+    return sum(math.prod(x.shape) for x in jax.tree.leaves(shapes))
 
 
 def hidden_for_budget(cell: str, budget: int, *, vocab_in: int, vocab_out: int,
-                      num_layers: int = 1, embed_size: int | None = None) -> int:
+                      num_layers: int = 1, embed_size: int | None = None,
+                      inputs: str = "tokens") -> int:
     """The largest hidden size whose model has at most `budget` parameters.
 
     `embed_size=None` ties the embedding width to H (as MUT1 and MUT2 need).
@@ -40,7 +41,7 @@ def hidden_for_budget(cell: str, budget: int, *, vocab_in: int, vocab_out: int,
     """
     def n(h: int) -> int:
         return count_params(cell, h, vocab_in=vocab_in, vocab_out=vocab_out,
-                            num_layers=num_layers, embed_size=embed_size)
+                            num_layers=num_layers, embed_size=embed_size, inputs=inputs)
 
     if n(1) > budget:
         raise ValueError(f"hidden_for_budget: a {num_layers}-layer {cell} model needs "

@@ -8,6 +8,8 @@ readout to logits over the vocabulary,
 
 with dropout (rate p) on the inputs of every layer after the embedding and on
 the readout's input, as Zaremba et al. (2014) regularise LSTM language models.
+With `inputs="features"` the embedding is a dense layer, `e_t = x_t W_e + b_e`,
+for real-valued inputs such as piano rolls.
 """
 
 from __future__ import annotations
@@ -59,8 +61,14 @@ def language_model(
     embed_init: Callable | None = None,
     unroll: int = 1,
     hoist: bool | None = None,
+    inputs: str = "tokens",
+    output_size: int | None = None,
 ) -> TokenModel:
     """Embedding → `num_layers` cells of `hidden_size` → dense readout.
+
+    `inputs="tokens"` reads integer ids below `vocab_size`; `inputs="features"`
+    reads float vectors of `vocab_size` features. The readout has
+    `output_size` units (default `vocab_size`).
 
     `cell` is a name from `recurrax.cells.NAMES` or a `Cell` (then every layer
     uses it). `embed_size` defaults to `hidden_size` (MUT1 and MUT2 need the two
@@ -78,8 +86,13 @@ def language_model(
                        for _ in range(num_layers))
     else:
         layers = (cell,) * num_layers
-    embed = nn.embedding(E) if embed_init is None else nn.embedding(E, init=embed_init)
-    readout = nn.dense(vocab_size)
+    if inputs not in ("tokens", "features"):
+        raise ValueError(f"language_model: inputs must be 'tokens' or 'features', got {inputs!r}")
+    if inputs == "features":
+        embed = nn.dense(E)
+    else:
+        embed = nn.embedding(E) if embed_init is None else nn.embedding(E, init=embed_init)
+    readout = nn.dense(vocab_size if output_size is None else output_size)
     widths = [E] + [c.hidden_size for c in layers]
 
     def init(key: jax.Array):

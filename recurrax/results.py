@@ -62,7 +62,8 @@ class ResultsFile:
                 if not isinstance(record, dict):
                     raise ValueError("not a JSON object")
             except ValueError as err:
-                why = "torn (no newline at the end of the file)" if torn else f"invalid: {err}"
+                why = ("torn (no newline at the end of the file)" if torn else
+                       f"not a complete JSON object, a torn or corrupt write ({err})")
                 problems.append(f"{self.path}:{number}: {why}; ignored")
                 continue
             if torn:

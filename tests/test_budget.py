@@ -24,6 +24,9 @@ def test_count_params_matches_the_equations(cell):
         assert got == by_hand(cell, H, 11, 11, L, E)
     assert count_params("lstm", 9, vocab_in=11, vocab_out=4, embed_size=5) == by_hand(
         "lstm", 9, 11, 4, 1, 5)
+    # float inputs (piano rolls): a dense input layer has a bias of E more
+    assert count_params("gru", 9, vocab_in=11, vocab_out=11, embed_size=5,
+                        inputs="features") == by_hand("gru", 9, 11, 11, 1, 5) + 5
 
 
 @pytest.mark.parametrize("cell", sorted(BLOCKS))

@@ -28,7 +28,7 @@ def test_a_torn_last_line_is_reported_ignored_and_isolated(tmp_path):
     f.append({"trial": 3})  # the next append starts on a fresh line
     records, problems = f.read()
     assert records == [{"trial": 1}, {"trial": 3}]
-    assert len(problems) == 1 and ":2: invalid" in problems[0]
+    assert len(problems) == 1 and ":2: not a complete JSON object, a torn" in problems[0]
     assert path.read_text().splitlines()[2] == json.dumps({"trial": 3})
 
 

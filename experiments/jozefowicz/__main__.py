@@ -1,0 +1,85 @@
+"""The Jozefowicz et al. (2015) comparison, as a command.
+
+    python -m experiments.jozefowicz run --preset {smoke,quick,paper} [--tasks ...]
+        [--archs ...] [--trials N] [--results FILE]
+    python -m experiments.jozefowicz report FILE
+
+`run` trains every trial of the preset, population by population (trials of a
+task sharing an architecture and a depth train together in one compiled
+program, their member axis spread over all devices), appends one JSON line per
+finished trial to the results file and skips trials already there, so
+rerunning the same command resumes. `report` prints the Markdown table and
+writes a plot of each architecture's results beside the file.
+On several hosts, call `jax.distributed.initialize()` first (see the README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import time
+from pathlib import Path
+
+import jax
+
+from experiments.jozefowicz import protocol, report, runner, tasks as harness_tasks
+from experiments.progress import progress_bar
+from recurrax import population
+from recurrax.results import ResultsFile
+
+
+def run(args) -> Path:
+    preset = protocol.PRESETS[args.preset]
+    results = ResultsFile(args.results or Path("results/jozefowicz") / f"{preset.name}.jsonl")
+    trials = protocol.plan(preset, args.tasks or preset.tasks, args.archs or preset.archs,
+                           args.trials or preset.trials)
+    records, problems = results.read()
+    for p in problems:
+        print(p)
+    done = {r["key"] for r in records}
+    todo = [t for t in trials if t["key"] not in done]
+    print(f"{len(trials)} trials, {len(trials) - len(todo)} already in {results.path}, "
+          f"{len(todo)} to run on {len(jax.devices())} device(s)")
+    mesh = population.member_mesh() if len(jax.devices()) > 1 else None
+    group = lambda t: (t["task"], t["arch"], t["layers"])  # noqa: E731
+    setups: dict[str, harness_tasks.Setup] = {}
+    best: dict[str, float] = {}
+    start = time.perf_counter()
+    with progress_bar(len(todo), desc=f"jozefowicz {preset.name}") as bar:
+        for (task, arch, layers), members in itertools.groupby(sorted(todo, key=group), key=group):
+            members = list(members)
+            if task not in setups:
+                setups[task] = harness_tasks.prepare(task, preset.batch, preset.unroll,
+                                                     preset.task_kwargs.get(task))
+            for record in runner.run_population(setups[task], preset, arch, layers, members, mesh):
+                results.append(record)
+                value = record["metrics"].get(f"test_{setups[task].metric}")
+                if value is not None:
+                    better = max if setups[task].higher_is_better else min
+                    best[task] = better(best.get(task, value), value)
+            bar.update(len(members), **{t: f"{v:.3g}" for t, v in best.items()})
+    print(f"ran {len(todo)} trials in {time.perf_counter() - start:.0f} s")
+    return results.path
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="train the trials of a preset (resumes)")
+    r.add_argument("--preset", choices=sorted(protocol.PRESETS), default="quick")
+    r.add_argument("--tasks", nargs="+", choices=protocol.TASKS)
+    r.add_argument("--archs", nargs="+", choices=protocol.ARCHS)
+    r.add_argument("--trials", type=int)
+    r.add_argument("--results", type=Path)
+    p = sub.add_parser("report", help="print the table of a results file")
+    p.add_argument("file", type=Path)
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        path = run(args)
+        print(report.report(path))
+    else:
+        print(report.report(args.file))
+
+
+if __name__ == "__main__":
+    main()

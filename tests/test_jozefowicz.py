@@ -1,0 +1,88 @@
+"""The Jozefowicz harness: the protocol's draws, the report, and a run that is
+killed and resumed without losing or repeating a trial."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from experiments.jozefowicz import __main__ as cli
+from experiments.jozefowicz import protocol, report
+from recurrax.results import ResultsFile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_trials_are_drawn_from_their_names_alone():
+    preset = protocol.PRESETS["quick"]
+    everything = protocol.plan(preset, ["arithmetic", "xml"], ["lstm", "gru", "mut1"], 5)
+    alone = protocol.plan(preset, ["xml"], ["gru"], 5)
+    assert [t for t in everything if t["task"] == "xml" and t["arch"] == "gru"] == alone
+    assert len({t["seed"] for t in everything}) == len(everything)
+    for t in everything:
+        assert 0.3 <= t["init_scale"] <= 2.0 and 0.05 <= t["learning_rate"] <= 5.0
+        assert 1.0 <= t["clip_norm"] <= 20.0 and t["layers"] in preset.layers
+    with pytest.raises(ValueError, match="unknown tasks or architectures"):
+        protocol.plan(preset, ["ptb"], ["lstm"], 1)
+
+
+def record(task, arch, trial, valid, test, diverged=False):
+    metric = report.COLUMNS[task]
+    return {"key": f"p/{task}/{arch}/{trial}", "task": task, "arch": arch, "diverged": diverged,
+            "metrics": {f"valid_{metric}": valid, f"test_{metric}": test}}
+
+
+def test_report_takes_the_best_trial_on_validation():
+    rows = [record("arithmetic", "lstm", 0, 0.5, 0.45), record("arithmetic", "lstm", 1, 0.7, 0.6),
+            record("arithmetic", "lstm", 2, None, None, diverged=True),
+            record("words", "lstm", 0, 120.0, 130.0), record("words", "lstm", 1, 110.0, 150.0),
+            record("arithmetic", "lstm", 1, 0.1, 0.1)]  # a duplicate line: the first counts
+    table = report.markdown(rows)
+    line = [row for row in table.splitlines() if row.startswith("| lstm")][0]
+    assert "0.6 (n/a) [3 trials, 1 diverged]" in line  # best valid accuracy 0.7 -> its test
+    assert "150 (n/a) [2 trials]" in line  # lowest valid perplexity 110 -> its test 150
+
+
+ARGS = ["run", "--preset", "smoke", "--tasks", "arithmetic", "--archs", "lstm", "gru",
+        "--trials", "2"]
+
+
+def lines(path):
+    return [json.loads(line) for line in open(path) if line.strip()]
+
+
+def test_a_killed_run_resumes_without_losing_or_repeating_trials(tmp_path):
+    results = tmp_path / "r.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.jozefowicz", *ARGS,
+                             "--results", str(results)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and not (results.exists() and results.read_text().strip()):
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)  # after the first population, mid-way through the run
+    proc.wait()
+    first = lines(results)
+    assert 1 <= len(first) < 4, "the kill came too late to test anything"
+    with open(results, "a") as f:
+        f.write('{"key": "smoke/arithmetic/gru/9", "metr')  # and a torn last line
+    cli.main([*ARGS, "--results", str(results)])
+    records, problems = ResultsFile(results).read()
+    keys = [r["key"] for r in records]
+    assert sorted(keys) == sorted(f"smoke/arithmetic/{a}/{i}" for a in ("lstm", "gru")
+                                  for i in range(2))
+    assert records[:len(first)] == first  # finished trials kept as they were
+    assert len(problems) == 1 and "torn" in problems[0]
+    for r in records:
+        for field in ("arch", "task", "seed", "init_scale", "learning_rate", "clip_norm",
+                      "layers", "hidden", "params", "metrics", "steps", "seconds", "recurrax"):
+            assert field in r
+        assert r["params"] <= protocol.PRESETS["smoke"].budget["arithmetic"]
+        assert 0.0 <= r["metrics"]["test_accuracy"] <= 1.0
+    cli.main([*ARGS, "--results", str(results)])  # everything done: nothing runs again
+    assert len(ResultsFile(results).read()[0]) == 4
+    assert (tmp_path / "r.png").stat().st_size > 0
