@@ -9,6 +9,7 @@ params, beside the validation scores used to pick the best trial.
 
 from __future__ import annotations
 
+import functools
 import time
 
 import jax
@@ -22,6 +23,22 @@ from experiments.jozefowicz.protocol import Preset
 from recurrax import budget, models, population, train
 
 
+@functools.lru_cache(maxsize=64)
+def programs(kind: str, vocab_in: int, vocab_out: int, inputs: str, arch: str, layers: int,
+             hidden: int):
+    """The model, optimizer, jitted population step and jitted scorer of one
+    shape, built once per process, so populations (or single trials) of the
+    same shape reuse the compiled code."""
+    model = models.language_model(arch, vocab_in, hidden, layers, inputs=inputs,
+                                  output_size=vocab_out)
+    opt = train.make_optimizer(1.0, base=optax.sgd)  # the rate is set per member
+    step = population.make_population_step(harness_tasks.make_loss(kind, model), opt)
+    return model, opt, step, harness_tasks.make_scores(kind, model)
+
+
+_set_rates = jax.jit(jax.vmap(train.set_learning_rate))
+
+
 def run_population(setup: harness_tasks.Setup, preset: Preset, arch: str, layers: int,
                    trials: list[dict], mesh=None) -> list[dict]:
     """Train `trials` (same task, arch, layers) together; one record per trial."""
@@ -29,11 +46,10 @@ def run_population(setup: harness_tasks.Setup, preset: Preset, arch: str, layers
     H = budget.hidden_for_budget(arch, preset.budget[setup.name], vocab_in=setup.vocab_in,
                                  vocab_out=setup.vocab_out, num_layers=layers,
                                  inputs=setup.inputs)
-    model = models.language_model(arch, setup.vocab_in, H, layers, inputs=setup.inputs,
-                                  output_size=setup.vocab_out)
+    model, opt, step, scores = programs(setup.kind, setup.vocab_in, setup.vocab_out,
+                                        setup.inputs, arch, layers, H)
     n_params = budget.count_params(arch, H, vocab_in=setup.vocab_in, vocab_out=setup.vocab_out,
                                    num_layers=layers, inputs=setup.inputs)
-    opt = train.make_optimizer(1.0, base=optax.sgd)  # the rate is set per member
     M = len(trials)
     hyper = {k: np.array([t[k] for t in trials]) for k in
              ("seed", "learning_rate", "clip_norm", "init_scale")}
@@ -44,14 +60,11 @@ def run_population(setup: harness_tasks.Setup, preset: Preset, arch: str, layers
                                      learning_rate=hyper["learning_rate"],
                                      clip_norm=hyper["clip_norm"],
                                      init_scale=hyper["init_scale"], carry=carry)
-    step = population.make_population_step(harness_tasks.make_loss(setup, model), opt)
-    scores = harness_tasks.make_scores(setup, model)
     place = (lambda x: x) if mesh is None else (lambda x: population.replicate(x, mesh))
     if mesh is not None:
         pop = population.shard_members(pop, mesh)
     plateau = jax.vmap(lambda _: train.plateau_init())(jnp.arange(len(hyper["seed"])))
     base_lr = jnp.asarray(hyper["learning_rate"], jnp.float32)
-    set_lr = jax.jit(jax.vmap(train.set_learning_rate))
 
     def eval_carry():
         return None if carry is None else jax.tree.map(
@@ -63,8 +76,8 @@ def run_population(setup: harness_tasks.Setup, preset: Preset, arch: str, layers
             valid = harness_tasks.evaluate(setup, scores, pop.states.params, eval_carry(),
                                            setup.valid, preset.eval_batches)
             plateau = jax.vmap(train.plateau_update)(plateau, jnp.asarray(valid["nll"]))
-            states = pop.states._replace(opt_state=set_lr(pop.states.opt_state,
-                                                          base_lr * plateau.scale))
+            states = pop.states._replace(opt_state=_set_rates(pop.states.opt_state,
+                                                              base_lr * plateau.scale))
             pop = pop._replace(states=states)
     valid = harness_tasks.evaluate(setup, scores, pop.states.params, eval_carry(), setup.valid,
                                    preset.eval_batches)

@@ -69,35 +69,36 @@ def prepare(name: str, batch: int, unroll: int, task_kwargs: dict | None = None)
     raise ValueError(f"unknown task {name!r}; expected arithmetic, xml, words or music")
 
 
-def make_loss(setup: Setup, model) -> Callable:
-    """`loss_fn(params, batch, carry, key) -> (loss, (carry, metrics))`."""
+def make_loss(kind: str, model) -> Callable:
+    """`loss_fn(params, batch, carry, key) -> (loss, (carry, metrics))` for a
+    task of this `kind` ("examples", "stream" or "rolls")."""
 
     def loss_fn(params, batch, carry, key):
-        if setup.kind == "stream":
+        if kind == "stream":
             carry, out = model.apply(params, batch["inputs"], carry, resets=batch["resets"], key=key)
         else:
             carry, out = model.apply(params, batch["inputs"], key=key)
             carry = None
-        if setup.kind == "rolls":
+        if kind == "rolls":
             return losses.bernoulli_nll(out, batch["targets"], batch["mask"]), (carry, {})
         return losses.softmax_cross_entropy(out, batch["targets"], batch.get("mask")), (carry, {})
 
     return loss_fn
 
 
-def make_scores(setup: Setup, model) -> Callable:
+def make_scores(kind: str, model) -> Callable:
     """`scores(params[M], batch, carry[M]) -> (carry, {"nll", "hits", "count"})`,
     jitted and mapped over the members (compiled once per population)."""
 
     def scores(params, batch, carry):
-        if setup.kind == "stream":
+        if kind == "stream":
             carry, out = model.apply(params, batch["inputs"], carry, resets=batch["resets"])
         else:
             _, out = model.apply(params, batch["inputs"])
         mask = batch.get("mask")
         mask = jnp.ones(batch["targets"].shape[:2], bool) if mask is None else mask
         count = jnp.sum(mask)
-        if setup.kind == "rolls":
+        if kind == "rolls":
             return carry, {"nll": losses.bernoulli_nll(out, batch["targets"], mask),
                            "hits": jnp.zeros(()), "count": count}
         return carry, {"nll": losses.softmax_cross_entropy(out, batch["targets"], mask),
