@@ -107,8 +107,8 @@ def language_model(
         return tuple(c.initial_carry(tuple(batch_shape)) for c in layers)
 
     def apply(params, tokens, carry=None, *, resets=None, key=None):
-        if carry is None:
-            carry = initial_carry(tokens.shape[1:])
+        if carry is None:  # ids are [T, *batch]; features [T, *batch, vocab_size]
+            carry = initial_carry(tokens.shape[1:] if inputs == "tokens" else tokens.shape[1:-1])
         keys = [None] * (num_layers + 1) if key is None else list(
             jax.random.split(key, num_layers + 1))
         x = embed.apply(params["embed"], tokens)

@@ -86,3 +86,30 @@ def test_a_killed_run_resumes_without_losing_or_repeating_trials(tmp_path):
     cli.main([*ARGS, "--results", str(results)])  # everything done: nothing runs again
     assert len(ResultsFile(results).read()[0]) == 4
     assert (tmp_path / "r.png").stat().st_size > 0
+
+
+@pytest.mark.data
+def test_the_held_out_music_task_runs(tmp_path):
+    from experiments.jozefowicz import runner, tasks as harness_tasks
+    preset = protocol.PRESETS["smoke"]
+    setup = harness_tasks.prepare("music", preset.batch, preset.unroll, {"max_chorales": 20})
+    trials = protocol.plan(preset, ["music"], ["mut1"], 2)
+    records = runner.run_population(setup, preset, "mut1", 1, trials)
+    P = setup.vocab_in
+    for r in records:
+        assert r["params"] <= preset.budget["music"] and not r["diverged"]
+        # a Bernoulli model of P keys: a coin per key gives P·log 2 nats per step
+        assert 0 < r["metrics"]["test_nll_per_step"] < P * np.log(2)
+
+
+@pytest.mark.data
+def test_the_word_language_model_task_runs():
+    from experiments.jozefowicz import runner, tasks as harness_tasks
+    preset = protocol.PRESETS["smoke"]
+    setup = harness_tasks.prepare("words", preset.batch, preset.unroll)
+    records = runner.run_population(setup, preset, "lstm-b", 1,
+                                    protocol.plan(preset, ["words"], ["lstm-b"], 1))
+    m = records[0]["metrics"]
+    assert setup.vocab_in == 10000 and records[0]["params"] <= preset.budget["words"]
+    assert m["test_word_probability"] == pytest.approx(np.exp(-m["test_nll"]))
+    assert 1 < m["test_perplexity"] < 10000  # better than uniform after 30 steps

@@ -52,7 +52,8 @@ def run(args) -> Path:
                 setups[task] = harness_tasks.prepare(task, preset.batch, preset.unroll,
                                                      preset.task_kwargs.get(task))
             for record in runner.run_population(setups[task], preset, arch, layers, members, mesh):
-                results.append(record)
+                if jax.process_index() == 0:  # on several hosts, one writer
+                    results.append(record)
                 value = record["metrics"].get(f"test_{setups[task].metric}")
                 if value is not None:
                     better = max if setups[task].higher_is_better else min

@@ -64,7 +64,8 @@ def prepare(name: str, batch: int, unroll: int, task_kwargs: dict | None = None)
         whole = lambda r: batching.ExampleBatches(  # noqa: E731  evaluation: every chorale at once
             _rolls_as_examples(r), len(r.lengths), shuffle=False)
         return Setup(name, "rolls", P, P, "features",
-                     batching.ExampleBatches(_rolls_as_examples(t.train), batch, seed=0),
+                     batching.ExampleBatches(_rolls_as_examples(t.train),
+                                             min(batch, len(t.train.lengths)), seed=0),
                      whole(t.valid), whole(t.test), "nll_per_step", False)
     raise ValueError(f"unknown task {name!r}; expected arithmetic, xml, words or music")
 
