@@ -114,7 +114,7 @@ def plot(history: list[dict], path: Path, ngram_bpc: float) -> None:
     steps = [h["step"] for h in history]
     ax.plot(steps, [h["train_bpc"] for h in history], label="train (running)")
     ax.plot(steps, [h["valid_bpc"] for h in history], marker="o", label="valid")
-    ax.axhline(ngram_bpc, color="gray", linestyle="--", label="best add-k n-gram (test)")
+    ax.axhline(ngram_bpc, color="gray", linestyle="--", label="best add-k n-gram (valid)")
     ax.set(xlabel="step", ylabel="bits per character", title="char-RNN on Shakespeare")
     ax.legend()
     fig.tight_layout()
@@ -167,8 +167,9 @@ def main(argv=None) -> dict:
                 checkpoint.save(ckpt, state, meta)
                 with open(out / "history.jsonl", "a") as f:
                     f.write(json.dumps(meta["history"][-1]) + "\n")
-                plot(meta["history"], out / "loss.png", baseline["test_bpc"])
+                plot(meta["history"], out / "loss.png", baseline["valid_bpc"])
                 bar.write(f"step {step}: valid {valid:.3f} bpc, lr {meta['history'][-1]['lr']:.2g}")
+    plot(meta["history"], out / "loss.png", baseline["valid_bpc"])
     result = {
         "cell": config["cell"], "preset": args.preset, "steps": int(state.step),
         "train_chars_seen": int(state.step) * config["batch"] * config["unroll"],
