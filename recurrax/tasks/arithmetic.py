@@ -13,6 +13,7 @@ import string
 import numpy as np
 
 from recurrax.tasks.base import (
+    generated_task,
     Examples, Task, check_int, check_seed, check_sizes, draw_disjoint, pad_examples,
 )
 
@@ -101,12 +102,4 @@ def arithmetic(
             rows.append((ids[:-1], ids[1:], [t >= equals for t in range(len(s) - 1)]))
         return pad_examples(rows)
 
-    return Task(
-        name="arithmetic",
-        vocab=VOCAB,
-        train=examples(splits["train"]),
-        valid=examples(splits["valid"]),
-        test=examples(splits["test"]),
-        metric="accuracy",
-        generated=True,
-    )
+    return generated_task("arithmetic", VOCAB, splits, examples)

@@ -172,3 +172,9 @@ def encode_chars(text: str, vocab: Sequence[str], unk: int | None = None) -> np.
         missing = sorted({chr(c) for c in codes[ids < 0]})
         raise ValueError(f"characters not in the vocabulary: {missing}")
     return ids.astype(np.int32)
+
+
+def generated_task(name: str, vocab: Sequence[str], splits: dict[str, list],
+                   convert: Callable[[list], Split], metric: str = "accuracy") -> Task:
+    """A generated task from its drawn splits, each turned into arrays by `convert`."""
+    return Task(name, tuple(vocab), *(convert(splits[s]) for s in SPLITS), metric, True)

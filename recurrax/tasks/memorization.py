@@ -12,6 +12,7 @@ import string
 import numpy as np
 
 from recurrax.tasks.base import (
+    generated_task,
     Examples, Task, check_int, check_seed, check_sizes, draw_disjoint, pad_examples,
 )
 
@@ -61,12 +62,4 @@ def memorization(
     def examples(rows: list[np.ndarray]) -> Examples:
         return pad_examples([([*row, sep, *blank], [*quiet, *row], answer_mask) for row in rows])
 
-    return Task(
-        name="memorization",
-        vocab=(PAD, *string.ascii_lowercase[:alphabet], SEP),
-        train=examples(splits["train"]),
-        valid=examples(splits["valid"]),
-        test=examples(splits["test"]),
-        metric="accuracy",
-        generated=True,
-    )
+    return generated_task("memorization", (PAD, *string.ascii_lowercase[:alphabet], SEP), splits, examples)

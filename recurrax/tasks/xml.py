@@ -13,6 +13,7 @@ import string
 import numpy as np
 
 from recurrax.tasks.base import (
+    generated_task,
     Stream, Task, check_int, check_seed, check_sizes, draw_disjoint, encode_chars,
     stream_from_docs,
 )
@@ -82,12 +83,4 @@ def xml(
     def stream(docs: list[str]) -> Stream:
         return stream_from_docs([encode_chars(doc + DOC_END, VOCAB) for doc in docs])
 
-    return Task(
-        name="xml",
-        vocab=VOCAB,
-        train=stream(splits["train"]),
-        valid=stream(splits["valid"]),
-        test=stream(splits["test"]),
-        metric="accuracy",
-        generated=True,
-    )
+    return generated_task("xml", VOCAB, splits, stream)
