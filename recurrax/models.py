@@ -17,7 +17,6 @@ from __future__ import annotations
 from typing import Any, Callable, NamedTuple
 
 import jax
-import jax.numpy as jnp
 
 from recurrax import cells as cell_lib
 from recurrax import nn

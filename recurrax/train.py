@@ -78,8 +78,7 @@ def get_learning_rate(opt_state: Any) -> jax.Array:
 
 def set_learning_rate(opt_state: Any, learning_rate: float | jax.Array) -> Any:
     """A copy of `opt_state` whose injected learning rate is `learning_rate`."""
-    if not _hyperparam_states(opt_state):
-        get_learning_rate(opt_state)  # raises the explanation
+    get_learning_rate(opt_state)  # raises, with the explanation, for another optimizer
 
     def replace(s):
         if _injected(s):

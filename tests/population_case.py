@@ -1,7 +1,6 @@
 """A small population problem shared by the population tests (and run in a
 subprocess with several CPU devices by the sharding test)."""
 
-import jax
 import numpy as np
 import optax
 
