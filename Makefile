@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m experiments.quickstart
+	$(PY) -m experiments.jozefowicz run --preset quick
 
 char-rnn: $(STAMP)
 	$(PY) -m experiments.char_rnn --preset quick

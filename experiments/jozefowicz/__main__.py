@@ -11,24 +11,35 @@ finished trial to the results file and skips trials already there, so
 rerunning the same command resumes. `report` prints the Markdown table and
 writes a plot of each architecture's results beside the file.
 On several hosts, call `jax.distributed.initialize()` first (see the README).
+If XLA CPU wedges while training (seen on this machine, see `watchdog`), the
+command starts itself again after `--stall-seconds` without CPU use and
+resumes.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import os
+import sys
 import time
 from pathlib import Path
 
 import jax
 
-from experiments.jozefowicz import protocol, report, runner, tasks as harness_tasks
+from experiments.jozefowicz import protocol, report, runner, tasks as harness_tasks, watchdog
 from experiments.progress import progress_bar
 from recurrax import population
 from recurrax.results import ResultsFile
 
 
-def run(args) -> Path:
+def _abort() -> None:
+    print("XLA CPU stalled (no CPU time used while training); stopping. Rerun the "
+          "same command to resume.", file=sys.stderr, flush=True)
+    os._exit(3)
+
+
+def run(args, on_stall=_abort) -> Path:
     preset = protocol.PRESETS[args.preset]
     results = ResultsFile(args.results or Path("results/jozefowicz") / f"{preset.name}.jsonl")
     trials = protocol.plan(preset, args.tasks or preset.tasks, args.archs or preset.archs,
@@ -44,6 +55,7 @@ def run(args) -> Path:
     group = lambda t: (t["task"], t["arch"], t["layers"])  # noqa: E731
     setups: dict[str, harness_tasks.Setup] = {}
     best: dict[str, float] = {}
+    stalls = watchdog.StallWatchdog(args.stall_seconds or None, on_stall)
     start = time.perf_counter()
     with progress_bar(len(todo), desc=f"jozefowicz {preset.name}") as bar:
         for (task, arch, layers), members in itertools.groupby(sorted(todo, key=group), key=group):
@@ -51,7 +63,9 @@ def run(args) -> Path:
             if task not in setups:
                 setups[task] = harness_tasks.prepare(task, preset.batch, preset.unroll,
                                                      preset.task_kwargs.get(task))
-            for record in runner.run_population(setups[task], preset, arch, layers, members, mesh):
+            with stalls.armed():
+                records = runner.run_population(setups[task], preset, arch, layers, members, mesh)
+            for record in records:
                 if jax.process_index() == 0:  # on several hosts, one writer
                     results.append(record)
                 value = record["metrics"].get(f"test_{setups[task].metric}")
@@ -59,6 +73,7 @@ def run(args) -> Path:
                     better = max if setups[task].higher_is_better else min
                     best[task] = better(best.get(task, value), value)
             bar.update(len(members), **{t: f"{v:.3g}" for t, v in best.items()})
+    stalls.close()
     print(f"ran {len(todo)} trials in {time.perf_counter() - start:.0f} s")
     return results.path
 
@@ -72,11 +87,14 @@ def main(argv=None) -> None:
     r.add_argument("--archs", nargs="+", choices=protocol.ARCHS)
     r.add_argument("--trials", type=int)
     r.add_argument("--results", type=Path)
+    r.add_argument("--stall-seconds", type=float, default=60.0,
+                   help="restart (as a command) or stop (when called from Python) after this "
+                        "many seconds without CPU use while training; 0 turns it off")
     p = sub.add_parser("report", help="print the table of a results file")
     p.add_argument("file", type=Path)
     args = parser.parse_args(argv)
     if args.command == "run":
-        path = run(args)
+        path = run(args, on_stall=watchdog.reexec if argv is None else _abort)
         print(report.report(path))
     else:
         print(report.report(args.file))

@@ -1,0 +1,81 @@
+"""Restart the run when XLA CPU wedges.
+
+On this machine (jaxlib 0.10.2, 2 cores) the population loop was seen to stop
+for good, at 0% CPU: the main thread waits in `xla::Semaphore::Acquire` inside
+an executable's `Execute` while every XLA worker thread sleeps waiting for
+work. A stress run wedged after 300 to 4,200 SGD steps with asynchronous
+dispatch and after 3,300 with synchronous dispatch, with the Eigen pool on or
+off, so no flag avoids it. Training always keeps a core busy, so a process
+whose CPU time stops advancing for `seconds` while armed is wedged, not slow.
+Because every finished trial is already on disk, the cure is to start the
+same command again: it resumes, and only the population in flight is redone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import threading
+import time
+from typing import Callable
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process, all threads together."""
+    t = os.times()
+    return t.user + t.system
+
+
+def reexec() -> None:
+    """Replace this process by a fresh run of the same command line."""
+    print("\nXLA CPU stalled (no CPU time used while training); restarting the same "
+          "command, which resumes from the results file.", file=sys.stderr, flush=True)
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+
+
+class StallWatchdog:
+    """While `armed()`, call `on_stall` once the process has used less than
+    `min_cpu` CPU seconds in `seconds` of wall time (`seconds=None`: never)."""
+
+    def __init__(self, seconds: float | None = 60.0, on_stall: Callable[[], None] = reexec, *,
+                 clock: Callable[[], float] = cpu_seconds, min_cpu: float = 0.05,
+                 poll: float | None = None):
+        if seconds is not None and not seconds > 0:
+            raise ValueError(f"StallWatchdog: seconds must be > 0 or None, got {seconds}")
+        self.seconds, self.on_stall, self.clock, self.min_cpu = seconds, on_stall, clock, min_cpu
+        self.poll = (seconds or 1.0) / 4 if poll is None else poll
+        self._armed = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _watch(self) -> None:
+        mark_cpu, mark_wall = self.clock(), time.monotonic()
+        while not self._stop.wait(self.poll):
+            cpu, wall = self.clock(), time.monotonic()
+            if not self._armed.is_set() or cpu - mark_cpu >= self.min_cpu:
+                mark_cpu, mark_wall = cpu, wall
+            elif wall - mark_wall >= self.seconds:
+                self.on_stall()
+                mark_cpu, mark_wall = self.clock(), time.monotonic()
+
+    @contextlib.contextmanager
+    def armed(self):
+        """Watch the process for the duration of the block."""
+        if self.seconds is None:
+            yield self
+            return
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._watch, daemon=True,
+                                            name="stall-watchdog")
+            self._thread.start()
+        self._armed.set()
+        try:
+            yield self
+        finally:
+            self._armed.clear()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
