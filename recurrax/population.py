@@ -114,6 +114,28 @@ def make_population_step(loss_fn: train.LossFn, optimizer: optax.GradientTransfo
     return step
 
 
+def make_population_steps(loss_fn: train.LossFn, optimizer: optax.GradientTransformation
+                          ) -> Callable[[Population, Any], tuple[Population, dict]]:
+    """`steps(population, batches) -> (population, metrics[K, M])`: K steps of
+    `make_population_step` in one compiled call, a `lax.scan` over the leading
+    axis of every leaf of `batches` (batch k is `batches[k]`). The arithmetic is
+    that of K calls of `step`; only the number of dispatches changes (one
+    instead of K), which matters when a step takes milliseconds."""
+    step = make_population_step(loss_fn, optimizer)
+
+    @jax.jit
+    def steps(pop: Population, batches: Any):
+        return jax.lax.scan(step, pop, batches)
+
+    return steps
+
+
+def stack_batches(batches: list[Any]) -> Any:
+    """`[batch_0, …, batch_{K−1}]` (equal shapes) as one tree with a leading
+    axis K, the input of `make_population_steps`."""
+    return jax.tree.map(lambda *leaves: np.stack(leaves), *batches)
+
+
 def member_mesh(devices=None) -> Mesh:
     """A one-axis mesh, `"members"`, over `devices` (default: all of them)."""
     devices = jax.devices() if devices is None else devices

@@ -12,18 +12,29 @@ from recurrax import checks
 from recurrax.masking import broadcast_mask
 from recurrax.protocols import Cell, Carry
 
-#: `hoist=None` hoists the input projection out of the loop when a batch has at
-#: most this many sequences. Measured on this project's 2-core XLA CPU with
-#: `python -m benchmarks.hoist_rule` (lstm(256), D=128, T=128, forward+backward;
-#: hoisted / in-loop speed): batch 1: 1.11, 2: 1.18, 4: 1.31, 8: 1.02, 16: 0.85,
-#: 32: 0.86, 64: 0.76. At small batches the in-loop projection is a thin
-#: matmul and hoisting wins; at large ones, reading the big hoisted array
-#: inside `lax.scan` costs more per step than the matmul it saves.
+#: On CPU, `hoist=None` hoists the input projection out of the loop when a
+#: batch has at most this many sequences. Measured on this project's 2-core
+#: XLA CPU with `python -m benchmarks.hoist_rule` (lstm(256), D=128, T=128,
+#: forward+backward; hoisted / in-loop speed): batch 1: 1.11, 2: 1.18, 4: 1.31,
+#: 8: 1.02, 16: 0.85, 32: 0.86, 64: 0.76. At small batches the in-loop
+#: projection is a thin matmul and hoisting wins; at large ones, reading the
+#: big hoisted array inside `lax.scan` costs more per step than the matmul it
+#: saves.
 HOIST_MAX_BATCH = 8
 
+#: On GPU, hoisting never lost: `benchmarks/gpu.sh` on an H200 (lstm, D=H/2,
+#: forward+backward, hoisted / in-loop) gave 1.02 at batch 1 and 1.21–1.28 at
+#: batch 16, 64 and 256 (H=512, T=256); 1.15, 1.26 and 1.40 at H=128, 256 and
+#: 1024 (batch 64); 1.23 at T=64 and 1.36 at T=1024. So on every backend but
+#: the CPU `hoist=None` hoists.
 
-def default_hoist(batch_size: int) -> bool:
-    """The rule `hoist=None` follows: hoist iff `batch_size <= HOIST_MAX_BATCH`."""
+
+def default_hoist(batch_size: int, backend: str | None = None) -> bool:
+    """The rule `hoist=None` follows: on CPU, hoist iff `batch_size <=
+    HOIST_MAX_BATCH`; on any other backend (default: `jax.default_backend()`),
+    always."""
+    if (backend or jax.default_backend()) != "cpu":
+        return True
     return batch_size <= HOIST_MAX_BATCH
 
 

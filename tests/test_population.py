@@ -97,3 +97,15 @@ def test_sharded_over_four_devices_equals_one_device():
     assert result["devices"] == 4 and result["spread"] == 4
     assert result["members"] == 8  # 6 padded up to a multiple of 4
     assert result["max_diff"] < 1e-5
+
+
+def test_many_steps_in_one_call_equal_one_step_at_a_time():
+    from recurrax import population
+    lm, windows, loss_fn, opt, hyper = case.setup()
+    pop0 = population.init_population(lm.init, opt, carry=lm.initial_carry((case.B,)), **hyper)
+    pop, history = case.run(steps=5)
+    steps = population.make_population_steps(loss_fn, opt)
+    together, metrics = steps(pop0, population.stack_batches([windows.batch(i) for i in range(5)]))
+    np.testing.assert_allclose(np.asarray(metrics["loss"]), history, rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                 together.states, pop.states)

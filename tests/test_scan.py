@@ -130,5 +130,7 @@ def test_lengths_under_jit_are_traced(rng):
 
 
 def test_default_hoist_rule():
-    assert recurrax.default_hoist(1) is True
-    assert recurrax.default_hoist(64) is False
+    assert recurrax.default_hoist(1, "cpu") is True
+    assert recurrax.default_hoist(64, "cpu") is False
+    assert recurrax.default_hoist(64, "gpu") is True  # hoisting never lost on the GPU
+    assert recurrax.default_hoist(64) is (jax.default_backend() != "cpu")

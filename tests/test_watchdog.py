@@ -72,17 +72,18 @@ def test_a_stalled_command_starts_itself_again(tmp_path):
     script = tmp_path / "stall.py"
     script.write_text(
         "import os, time\n"
-        "from experiments.jozefowicz.watchdog import StallWatchdog\n"
+        "from experiments.jozefowicz.watchdog import StallWatchdog, restarts\n"
         "n = int(os.environ.get('RUNS', '0')); os.environ['RUNS'] = str(n + 1)\n"
-        "print('run', n, flush=True)\n"
+        "print('run', n, 'restarts', restarts(), flush=True)\n"
         "if n == 0:\n"
         "    with StallWatchdog(0.5).armed():\n"
         "        time.sleep(30)\n")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=root)
     env.pop("RUNS", None)
+    env.pop("JOZEFOWICZ_STALL_RESTARTS", None)
     out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
                          text=True, timeout=25)
     assert out.returncode == 0
-    assert out.stdout.split() == ["run", "0", "run", "1"]
+    assert out.stdout.split() == ["run", "0", "restarts", "0", "run", "1", "restarts", "1"]
     assert "restarting the same command" in out.stderr

@@ -47,6 +47,13 @@ def run(args, on_stall=_abort) -> Path:
     records, problems = results.read()
     for p in problems:
         print(p)
+    fp = protocol.fingerprint(preset)
+    stale = sum(r.get("preset") == preset.name and r.get("preset_fingerprint") != fp
+                for r in records)
+    if stale:
+        raise SystemExit(f"{results.path} holds {stale} trials of an older definition of the "
+                         f"{preset.name!r} preset (fingerprint {fp} expected); move that file "
+                         f"away or pass --results with a new file")
     done = {r["key"] for r in records}
     todo = [t for t in trials if t["key"] not in done]
     print(f"{len(trials)} trials, {len(trials) - len(todo)} already in {results.path}, "
@@ -74,7 +81,8 @@ def run(args, on_stall=_abort) -> Path:
                     best[task] = better(best.get(task, value), value)
             bar.update(len(members), **{t: f"{v:.3g}" for t, v in best.items()})
     stalls.close()
-    print(f"ran {len(todo)} trials in {time.perf_counter() - start:.0f} s")
+    print(f"ran {len(todo)} trials in {time.perf_counter() - start:.0f} s"
+          f" ({watchdog.restarts()} restarts after XLA CPU stalls)")
     return results.path
 
 
@@ -87,7 +95,7 @@ def main(argv=None) -> None:
     r.add_argument("--archs", nargs="+", choices=protocol.ARCHS)
     r.add_argument("--trials", type=int)
     r.add_argument("--results", type=Path)
-    r.add_argument("--stall-seconds", type=float, default=60.0,
+    r.add_argument("--stall-seconds", type=float, default=30.0,
                    help="restart (as a command) or stop (when called from Python) after this "
                         "many seconds without CPU use while training; 0 turns it off")
     p = sub.add_parser("report", help="print the table of a results file")

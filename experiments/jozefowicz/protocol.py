@@ -18,7 +18,7 @@ steps, the state carried across minibatches on the stream tasks.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -68,6 +68,13 @@ PRESETS = {
 }
 
 
+def fingerprint(preset: Preset) -> str:
+    """A short digest of everything the preset defines: a results file holds
+    the trials of one version of a preset, so a changed preset never resumes
+    from (or is reported beside) trials that ran under the old one."""
+    return hashlib.sha256(repr(asdict(preset)).encode()).hexdigest()[:8]
+
+
 def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
     return float(np.exp(rng.uniform(np.log(low), np.log(high))))
 
@@ -83,7 +90,8 @@ def draw_trial(preset: Preset, task: str, arch: str, index: int) -> dict:
     seed = trial_seed(preset.name, task, arch, index)
     rng = np.random.default_rng(seed)
     return {
-        "key": f"{preset.name}/{task}/{arch}/{index}", "preset": preset.name, "task": task,
+        "key": f"{preset.name}/{task}/{arch}/{index}", "preset": preset.name,
+        "preset_fingerprint": fingerprint(preset), "task": task,
         "arch": arch, "trial": index, "seed": seed,
         "init_scale": _log_uniform(rng, 0.3, 2.0),
         "learning_rate": _log_uniform(rng, 0.05, 5.0),

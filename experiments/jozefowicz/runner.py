@@ -26,14 +26,14 @@ from recurrax import budget, models, population, train
 @functools.lru_cache(maxsize=64)
 def programs(kind: str, vocab_in: int, vocab_out: int, inputs: str, arch: str, layers: int,
              hidden: int):
-    """The model, optimizer, jitted population step and jitted scorer of one
-    shape, built once per process, so populations (or single trials) of the
-    same shape reuse the compiled code."""
+    """The model, optimizer, jitted population steps (`eval_every` SGD steps per
+    call) and jitted scorer of one shape, built once per process, so
+    populations (or single trials) of the same shape reuse the compiled code."""
     model = models.language_model(arch, vocab_in, hidden, layers, inputs=inputs,
                                   output_size=vocab_out)
     opt = train.make_optimizer(1.0, base=optax.sgd)  # the rate is set per member
-    step = population.make_population_step(harness_tasks.make_loss(kind, model), opt)
-    return model, opt, step, harness_tasks.make_scores(kind, model)
+    steps = population.make_population_steps(harness_tasks.make_loss(kind, model), opt)
+    return model, opt, steps, harness_tasks.make_scores(kind, model)
 
 
 _set_rates = jax.jit(jax.vmap(train.set_learning_rate))
@@ -46,8 +46,8 @@ def run_population(setup: harness_tasks.Setup, preset: Preset, arch: str, layers
     H = budget.hidden_for_budget(arch, preset.budget[setup.name], vocab_in=setup.vocab_in,
                                  vocab_out=setup.vocab_out, num_layers=layers,
                                  inputs=setup.inputs)
-    model, opt, step, scores = programs(setup.kind, setup.vocab_in, setup.vocab_out,
-                                        setup.inputs, arch, layers, H)
+    model, opt, steps, scores = programs(setup.kind, setup.vocab_in, setup.vocab_out,
+                                         setup.inputs, arch, layers, H)
     n_params = budget.count_params(arch, H, vocab_in=setup.vocab_in, vocab_out=setup.vocab_out,
                                    num_layers=layers, inputs=setup.inputs)
     M = len(trials)
@@ -70,9 +70,13 @@ def run_population(setup: harness_tasks.Setup, preset: Preset, arch: str, layers
         return None if carry is None else jax.tree.map(
             lambda c: jnp.broadcast_to(c, (len(hyper["seed"]),) + c.shape), carry)
 
-    for i in range(preset.steps):
-        pop, _ = step(pop, place(setup.train.batch(i)))
-        if (i + 1) % preset.eval_every == 0 and i + 1 < preset.steps:
+    # `eval_every` SGD steps per call (one dispatch each), then a validation
+    # and the plateau rule, as the paper's schedule has it.
+    for first in range(0, preset.steps, preset.eval_every):
+        last = min(first + preset.eval_every, preset.steps)
+        chunk = population.stack_batches([setup.train.batch(i) for i in range(first, last)])
+        pop, _ = steps(pop, place(chunk))
+        if last < preset.steps:
             valid = harness_tasks.evaluate(setup, scores, pop.states.params, eval_carry(),
                                            setup.valid, preset.eval_batches)
             plateau = jax.vmap(train.plateau_update)(plateau, jnp.asarray(valid["nll"]))

@@ -27,8 +27,17 @@ def cpu_seconds() -> float:
     return t.user + t.system
 
 
+RESTARTS = "JOZEFOWICZ_STALL_RESTARTS"  # counts the restarts of one command
+
+
+def restarts() -> int:
+    """How many times this command has restarted itself after a stall."""
+    return int(os.environ.get(RESTARTS, "0"))
+
+
 def reexec() -> None:
     """Replace this process by a fresh run of the same command line."""
+    os.environ[RESTARTS] = str(restarts() + 1)
     print("\nXLA CPU stalled (no CPU time used while training); restarting the same "
           "command, which resumes from the results file.", file=sys.stderr, flush=True)
     os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
