@@ -28,6 +28,7 @@ test-all: $(STAMP)
 	$(PY) -m pytest -q -m ''
 
 bench: $(STAMP)
+	$(PY) -m benchmarks.scan --quick
 	$(PY) -m benchmarks.lstm_vs_flax
 	$(PY) -m benchmarks.hoist_rule
 

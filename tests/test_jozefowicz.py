@@ -1,6 +1,7 @@
 """The Jozefowicz harness: the protocol's draws, the report, and a run that is
 killed and resumed without losing or repeating a trial."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -113,3 +114,15 @@ def test_the_word_language_model_task_runs():
     assert setup.vocab_in == 10000 and records[0]["params"] <= preset.budget["words"]
     assert m["test_word_probability"] == pytest.approx(np.exp(-m["test_nll"]))
     assert 1 < m["test_perplexity"] < 10000  # better than uniform after 30 steps
+
+
+def test_a_changed_preset_refuses_a_results_file_of_the_old_one(tmp_path):
+    results = tmp_path / "r.jsonl"
+    old = dict(protocol.draw_trial(protocol.PRESETS["smoke"], "arithmetic", "lstm", 0),
+               preset_fingerprint="00000000")
+    results.write_text(json.dumps(old) + "\n")
+    with pytest.raises(SystemExit, match="older definition of the 'smoke' preset"):
+        cli.main(ARGS + ["--results", str(results)])
+    smoke = protocol.PRESETS["smoke"]
+    changed = dataclasses.replace(smoke, steps=smoke.steps + 1)
+    assert protocol.fingerprint(changed) != protocol.fingerprint(smoke)
