@@ -49,7 +49,11 @@ def main(argv=None) -> dict:
               "population_trials_per_min": round(60 * args.trials / population_s, 2),
               "one_at_a_time_trials_per_min": round(60 * args.trials / single_s, 2),
               "speedup": round(single_s / population_s, 2),
-              "max_test_nll_difference": same, "device": jax.devices()[0].device_kind}
+              "max_test_nll_difference": same,
+              "test_nll_population": [a["metrics"]["test_nll"] for a in together],
+              "test_nll_alone": [b["metrics"]["test_nll"] for b in alone],
+              "learning_rates": [t["learning_rate"] for t in trials],
+              "device": jax.devices()[0].device_kind}
     print(json.dumps(result))
     return result
 
