@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.scan --quick
 	$(PY) -m benchmarks.lstm_vs_flax
 	$(PY) -m benchmarks.hoist_rule
+	$(PY) -m benchmarks.unroll_rule
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -13,25 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 
-import jax
-import jax.numpy as jnp
+from benchmarks.scan_variants import tokens_per_s
 
-import recurrax
-from benchmarks.timing import interleaved_medians, median
-
-
-def thunks(B: int, T: int, D: int, H: int) -> dict:
-    cell = recurrax.cells.lstm(H)
-    params = cell.init(jax.random.key(0), D)
-    xs = jax.random.normal(jax.random.key(1), (T, B, D))
-
-    def make(hoist: bool):
-        @jax.jit
-        def run(params, xs):
-            return jax.grad(lambda p: jnp.sum(recurrax.scan(cell, p, xs, hoist=hoist)[1]))(params)
-        return lambda: run(params, xs)
-
-    return {"hoisted": make(True), "in_loop": make(False)}
+VARIANTS = {"hoisted": {"hoist": True}, "in_loop": {"hoist": False}}
 
 
 def main(argv=None) -> list[dict]:
@@ -47,11 +31,11 @@ def main(argv=None) -> list[dict]:
     print(f"lstm({H}), D={D}, T={T}, forward+backward, tokens/s (median of {args.rounds})")
     print("| batch | hoisted | in loop | hoisted / in loop |\n| --- | --- | --- | --- |")
     for B in args.batches:
-        times = interleaved_medians(thunks(B, T, D, H), rounds=args.rounds)
+        speed = tokens_per_s(B, T, D, H, VARIANTS, args.rounds)
         row = {"B": B, "T": T, "D": D, "H": H}
-        for name, ts in times.items():
-            row[f"{name}_tokens_per_s"] = round(B * T / median(ts))
-        row["hoisted_over_in_loop"] = round(median(times["in_loop"]) / median(times["hoisted"]), 3)
+        for name, v in speed.items():
+            row[f"{name}_tokens_per_s"] = round(v)
+        row["hoisted_over_in_loop"] = round(speed["hoisted"] / speed["in_loop"], 3)
         rows.append(row)
         print(f"| {B} | {row['hoisted_tokens_per_s']} | {row['in_loop_tokens_per_s']} | "
               f"{row['hoisted_over_in_loop']} |", flush=True)
