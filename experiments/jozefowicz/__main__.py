@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
-import sys
 import time
 from pathlib import Path
 
@@ -33,13 +31,7 @@ from recurrax import population
 from recurrax.results import ResultsFile
 
 
-def _abort() -> None:
-    print("XLA CPU stalled (no CPU time used while training); stopping. Rerun the "
-          "same command to resume.", file=sys.stderr, flush=True)
-    os._exit(3)
-
-
-def run(args, on_stall=_abort) -> Path:
+def run(args, on_stall=watchdog.abort) -> Path:
     preset = protocol.PRESETS[args.preset]
     results = ResultsFile(args.results or Path("results/jozefowicz") / f"{preset.name}.jsonl")
     trials = protocol.plan(preset, args.tasks or preset.tasks, args.archs or preset.archs,
@@ -102,7 +94,7 @@ def main(argv=None) -> None:
     p.add_argument("file", type=Path)
     args = parser.parse_args(argv)
     if args.command == "run":
-        path = run(args, on_stall=watchdog.reexec if argv is None else _abort)
+        path = run(args, on_stall=watchdog.reexec if argv is None else watchdog.abort)
         print(report.report(path))
     else:
         print(report.report(args.file))

@@ -43,6 +43,14 @@ def reexec() -> None:
     os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
 
+def abort() -> None:
+    """Stop this process (for a run called from Python, which cannot restart
+    itself); the results file keeps every finished trial."""
+    print("XLA CPU stalled (no CPU time used while training); stopping. Rerun the "
+          "same command to resume.", file=sys.stderr, flush=True)
+    os._exit(3)
+
+
 class StallWatchdog:
     """While `armed()`, call `on_stall` once the process has used less than
     `min_cpu` CPU seconds in `seconds` of wall time (`seconds=None`: never)."""
