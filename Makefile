@@ -29,7 +29,6 @@ test-all: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.scan --quick
-	$(PY) -m benchmarks.lstm_vs_flax
 	$(PY) -m benchmarks.hoist_rule
 	$(PY) -m benchmarks.unroll_rule
 

@@ -9,7 +9,7 @@ running a sequence, and `layer`, `stack`, `bidirectional` for combinators.
 """
 
 from recurrax import (
-    batching, cells, checkpoint, initializers, losses, models, ngram, nn, sample, train,
+    batching, cells, checkpoint, deferred, initializers, losses, models, ngram, nn, sample, train,
 )
 from recurrax.combinators import bidirectional, layer, stack
 from recurrax.masking import reverse_sequence, sequence_mask
@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 from recurrax.resets import with_resets
 
 __all__ = [
-    "Cell", "Seq", "batching", "bidirectional", "cells", "checkpoint", "default_hoist",
+    "Cell", "Seq", "batching", "bidirectional", "cells", "checkpoint", "default_hoist", "deferred",
     "initializers", "layer", "losses", "models", "ngram", "nn", "reverse_sequence", "sample",
     "scan", "sequence_mask", "stack", "step", "train", "with_resets",
 ]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from recurrax import checks
+from recurrax import checks, deferred
 from recurrax.masking import broadcast_mask
 from recurrax.protocols import Cell, Carry
 
@@ -71,6 +72,12 @@ def scan(
       unroll: steps per loop iteration, passed to `lax.scan` (`True`: all).
       remat: recompute each step in the backward pass (`jax.checkpoint`), so
         training memory grows with the carry instead of the residuals.
+
+    Gradients: for the built-in cells the backward loop leaves out the
+    recurrent weights' gradients, `dW = Σ_t h_tᵀ da_t`, and computes them after
+    it as one GEMM over all steps (`recurrax.deferred`). Forward-mode autodiff
+    (`jax.jvp`, `jax.jacfwd`) needs `with recurrax.deferred.autodiff_in_loop():`
+    around the tracing.
       hoist: `True` applies `cell.prepare` to all T steps at once before the
         loop (one large matmul), `False` inside the loop one step at a time;
         the numbers are the same. `None` picks by `default_hoist`.
@@ -109,27 +116,25 @@ def scan(
     if not time_major:
         inputs = jax.tree.map(lambda a: jnp.moveaxis(a, time_axis, 0), inputs)
 
-    def body(carry, t_and_input):
-        t, inp = t_and_input
-        px = inp if hoist else cell.prepare(params, inp)
-        new_carry, y = cell.step(params, carry, px)
-        if lengths is not None:
-            valid = t < lengths
-            new_carry = jax.tree.map(
-                lambda new, old: jnp.where(broadcast_mask(valid, new), new, old),
-                new_carry, carry,
-            )
-            y = jnp.where(broadcast_mask(valid, y), y, jnp.zeros_like(y))
-        return new_carry, y
-
-    if remat:
-        body = jax.checkpoint(body)
-    carry, ys = jax.lax.scan(
-        body, carry, (jnp.arange(T), inputs), reverse=reverse, unroll=unroll
-    )
+    step = functools.partial(_masked_step, cell.step)
+    loop = deferred.run if deferred.deferring() else deferred.plain
+    carry, ys = loop(step, cell.prepare, params, inputs, carry, lengths, hoist=hoist,
+                     reverse=reverse, unroll=unroll, remat=remat)
     if not time_major:
         ys = jnp.moveaxis(ys, 0, time_axis)
     return carry, ys
+
+
+def _masked_step(step, params, carry, t, px, lengths):
+    """`cell.step`, except that rows with `t >= lengths` keep their carry and
+    output zeros."""
+    new_carry, y = step(params, carry, px)
+    if lengths is not None:
+        valid = t < lengths
+        new_carry = jax.tree.map(
+            lambda new, old: jnp.where(broadcast_mask(valid, new), new, old), new_carry, carry)
+        y = jnp.where(broadcast_mask(valid, y), y, jnp.zeros_like(y))
+    return new_carry, y
 
 
 def _result_dtype(cell: Cell, params: Any, x: jax.Array):

@@ -8,6 +8,7 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
+from recurrax import deferred
 from recurrax import initializers as inits
 
 
@@ -88,6 +89,13 @@ def fused(params: dict[str, jax.Array], names: Sequence[str]) -> jax.Array:
     if len(names) == 1:
         return params[names[0]]
     return jnp.concatenate([params[n] for n in names], axis=-1)
+
+
+def recurrent(params: dict[str, jax.Array], h: jax.Array, names: Sequence[str]) -> jax.Array:
+    """`h @ [W_1 | W_2 | ...]`: a step's matmul of (a function of) the carry by
+    the named recurrent matrices. Marked as such so that `scan` computes its
+    weight gradient after the loop (`recurrax.deferred`)."""
+    return deferred.recurrent_matmul(h, fused(params, names), names)
 
 
 def project(
