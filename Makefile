@@ -31,6 +31,9 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.scan --quick
 	$(PY) -m benchmarks.hoist_rule
 	$(PY) -m benchmarks.unroll_rule
+	$(PY) -m benchmarks.levers
+	$(PY) -m benchmarks.profile_ops
+	$(PY) -m benchmarks.population_speed
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -16,12 +16,12 @@ from recurrax.protocols import Cell, Carry
 #: On CPU, `hoist=None` hoists the input projection out of the loop when a
 #: batch has at most this many sequences. Measured on this project's 2-core
 #: XLA CPU with `python -m benchmarks.hoist_rule` (lstm(256), D=128, T=128,
-#: forward+backward; hoisted / in-loop speed): batch 1: 1.11, 2: 1.18, 4: 1.31,
-#: 8: 1.02, 16: 0.85, 32: 0.86, 64: 0.76. At small batches the in-loop
-#: projection is a thin matmul and hoisting wins; at large ones, reading the
-#: big hoisted array inside `lax.scan` costs more per step than the matmul it
-#: saves.
-HOIST_MAX_BATCH = 8
+#: forward+backward, recurrent weight gradients after the loop; hoisted /
+#: in-loop speed): batch 1: 1.21, 2: 1.17, 4: 1.24, 8: 0.93, 16: 0.86, 32: 0.86,
+#: 64: 0.78. At small batches the in-loop projection is a thin matmul and
+#: hoisting wins; at large ones, reading the big hoisted array inside
+#: `lax.scan` costs more per step than the matmul it saves.
+HOIST_MAX_BATCH = 4
 
 #: On GPU, hoisting never lost: `benchmarks/gpu.sh` on an H200 (lstm, D=H/2,
 #: forward+backward, hoisted / in-loop) gave 1.02 at batch 1 and 1.21–1.28 at

@@ -45,7 +45,7 @@ def _loss(cell, weights, **kw):
 #: each with one of two settings of `scan`. tests/test_gradients.py checks
 #: every cell against finite differences.
 IN_LOOP = dict(hoist=False, lengths=(5, 2, 0), reverse=True)
-HOISTED = dict(hoist=True, remat=True, unroll=2)
+HOISTED = dict(hoist=True, unroll=2)
 CASES = [("rnn", IN_LOOP), ("lstm-o", HOISTED), ("gru", IN_LOOP), ("gru-reset-after", HOISTED),
          ("mut1", HOISTED), ("mut2", IN_LOOP), ("mut3", HOISTED), ("lstm", IN_LOOP)]
 
