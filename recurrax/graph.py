@@ -1,0 +1,271 @@
+r"""Cells as small graphs, the search space of Jozefowicz et al. (2015).
+
+A cell is a directed acyclic graph over the leaves `x` (the input), `h` (the
+state), `c` (the memory, for cells that have one) and the constant `1`. Every
+other node is `H` wide and is one of
+
+    linear   a W         its own matrix W, named in the `W_*` convention
+    bias     a + b       its own vector b (`b_*`)
+    add, sub, mul        a + b, a − b, a ⊙ b
+    tanh, sigmoid, relu, identity
+
+`Graph.h` names the node giving `h'` (also the output `y`), and `Graph.c` the
+one giving `c'` for a cell with a memory. `compile(graph, H)` gives a `Cell`:
+every node that depends on `x` alone is computed in `prepare` (its matmuls
+fused into one), the rest in `step`, where the linear maps of one source are
+one matmul marked `recurrent` (so `scan` takes their weight gradients out of
+the loop). `GRAPHS` holds the paper's baselines written this way; they compute
+what `recurrax.cells` computes (tests/test_graph.py).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from recurrax import initializers as inits
+from recurrax.cells import _common as C
+from recurrax.protocols import Cell
+
+LEAVES = ("x", "h", "c", "1")
+UNARY = {"tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid, "relu": jax.nn.relu,
+         "identity": lambda a: a}
+BINARY = {"add": jnp.add, "sub": jnp.subtract, "mul": jnp.multiply}
+PARAMETRIC = ("linear", "bias")
+
+
+class Node(NamedTuple):
+    op: str                  # a key of UNARY or BINARY, or "linear" / "bias"
+    args: tuple              # names of nodes or leaves
+    param: str | None = None  # the matrix of "linear", the vector of "bias"
+
+
+class Graph(NamedTuple):
+    nodes: dict              # name -> Node
+    h: str                   # the node giving h' (and y)
+    c: str | None = None     # the node giving c', for a cell with a memory
+
+
+def order(graph: Graph) -> list[str]:
+    """The nodes `h'` (and `c'`) depend on, each after its arguments; raises
+    `ValueError` on an unknown name, a wrong arity or a cycle."""
+    done, visiting, out = set(), set(), []
+
+    def visit(name: str):
+        if name in LEAVES or name in done:
+            return
+        if name in visiting:
+            raise ValueError(f"graph: a cycle through node {name!r}")
+        if name not in graph.nodes:
+            raise ValueError(f"graph: unknown node {name!r} (leaves are {LEAVES})")
+        node = graph.nodes[name]
+        arity = 2 if node.op in BINARY else 1 if node.op in UNARY or node.op in PARAMETRIC else None
+        if arity is None:
+            raise ValueError(f"graph: node {name!r} has unknown op {node.op!r}; expected one "
+                             f"of {sorted([*UNARY, *BINARY, *PARAMETRIC])}")
+        if len(node.args) != arity or (node.op in PARAMETRIC) != bool(node.param):
+            raise ValueError(f"graph: node {name!r} ({node.op}) needs {arity} argument(s)"
+                             f"{' and a param name' if node.op in PARAMETRIC else ''}, "
+                             f"got {node}")
+        visiting.add(name)
+        for arg in node.args:
+            visit(arg)
+        visiting.discard(name)
+        done.add(name)
+        out.append(name)
+
+    for root in (graph.h, graph.c):
+        if root is not None:
+            visit(root)
+    return out
+
+
+def _reads(graph: Graph, names: list[str]) -> dict[str, set]:
+    """node -> the leaves it depends on."""
+    leaves: dict[str, set] = {leaf: {leaf} for leaf in LEAVES}
+    for name in names:
+        leaves[name] = set().union(*(leaves[a] for a in graph.nodes[name].args))
+    return leaves
+
+
+def compile(graph: Graph, hidden_size: int,
+            initializers: inits.Initializers = inits.Initializers()) -> Cell:
+    """A `Cell` computing `graph` with `H = hidden_size` (see the module docstring)."""
+    H = C.check_hidden_size("graph", hidden_size)
+    names = order(graph)
+    reads = _reads(graph, names)
+    if graph.c is None and "c" in set().union(*(reads[n] for n in names)):
+        raise ValueError("graph: reads the memory c but names no node for c' (Graph.c)")
+    timeless = [n for n in names if not reads[n] & {"h", "c"}]   # depend on x (and 1) only
+    state = [n for n in names if n not in timeless]
+    used = {a for n in state for a in graph.nodes[n].args} | {graph.h, graph.c}
+    handed = [n for n in ["x", *timeless] if n in used]            # what prepare hands to step
+    x_linear = [n for n in timeless if graph.nodes[n].op == "linear" and graph.nodes[n].args == ("x",)]
+    params_of = lambda op: [graph.nodes[n].param for n in names if graph.nodes[n].op == op]  # noqa: E731
+    input_kernels = [graph.nodes[n].param for n in x_linear]
+    recurrent_kernels = [p for p in params_of("linear") if p not in input_kernels]
+    init = C.param_initializer(
+        "graph", H, input_kernels=input_kernels, recurrent_kernels=recurrent_kernels,
+        biases=params_of("bias"), initializers=initializers,
+        input_must_equal_hidden="x" in handed or any(
+            "x" in graph.nodes[n].args and graph.nodes[n].op != "linear" for n in names))
+
+    def evaluate(params, values: dict, todo: list[str], fused_linear) -> dict:
+        for name in todo:
+            node = graph.nodes[name]
+            if node.op == "linear":
+                if name not in values:
+                    values.update(fused_linear(params, values, node.args[0]))
+                continue
+            a = [values[arg] for arg in node.args]
+            if node.op == "bias":
+                values[name] = a[0] + params[node.param]
+            elif node.op in UNARY:
+                values[name] = UNARY[node.op](a[0])
+            else:
+                values[name] = BINARY[node.op](*a)
+        return values
+
+    def linears_of(todo: list[str], source: str) -> list[str]:
+        return [n for n in todo if graph.nodes[n].op == "linear" and graph.nodes[n].args[0] == source]
+
+    def prepare(params, xs):
+        C.check_input_features("graph", xs, params[input_kernels[0]].shape[0]
+                               if input_kernels else H)
+        values = {"x": xs, "1": jnp.ones((), xs.dtype)}
+        if x_linear:
+            projected = C.split(C.project(params, xs, input_kernels), len(x_linear))
+            values.update(zip(x_linear, projected))
+        def fused_linear(params, values, source):  # linear maps of a function of x
+            group = linears_of(timeless, source)
+            outs = C.project(params, values[source], [graph.nodes[n].param for n in group])
+            return dict(zip(group, C.split(outs, len(group))))
+
+        values = evaluate(params, values, timeless, fused_linear)
+        return jnp.concatenate([jnp.broadcast_to(values[n], (*xs.shape[:-1], H))
+                                for n in handed], axis=-1) if handed else xs[..., :0]
+
+    def step(params, carry, px):
+        c, h = carry if graph.c is not None else (None, carry)
+        values = {"h": h, "c": c, "1": jnp.ones((), h.dtype)}
+        if handed:
+            values.update(zip(handed, C.split(px, len(handed))))
+
+        def fused_linear(params, values, source):
+            group = linears_of(state, source)
+            outs = C.recurrent(params, values[source], [graph.nodes[n].param for n in group])
+            return dict(zip(group, C.split(outs, len(group))))
+
+        values = evaluate(params, values, state, fused_linear)
+        new_h = values[graph.h]
+        if graph.c is None:
+            return new_h, new_h
+        return (values[graph.c], new_h), new_h
+
+    def initial_carry(batch_shape: tuple = (), dtype=jnp.float32):
+        zeros = jnp.zeros((*tuple(batch_shape), H), dtype)
+        return zeros if graph.c is None else (zeros, zeros)
+
+    return Cell(init, initial_carry, prepare, step, H)
+
+
+def _gate(nodes: dict, gate: str, act: str, x_param: bool = True, h_source: str = "h",
+          x_source: str = "x") -> str:
+    """Add `act((x W_x{gate} + b_{gate}) + source W_h{gate})` to `nodes`;
+    `x_param=False` uses `x + b` (MUT2's reset gate)."""
+    bias_of = f"{gate}_xb"
+    if x_param:
+        nodes[f"{gate}_x"] = Node("linear", (x_source,), f"W_x{gate}")
+        nodes[bias_of] = Node("bias", (f"{gate}_x",), f"b_{gate}")
+    else:
+        nodes[bias_of] = Node("bias", (x_source,), f"b_{gate}")
+    nodes[f"{gate}_h"] = Node("linear", (h_source,), f"W_h{gate}")
+    nodes[f"{gate}_pre"] = Node("add", (bias_of, f"{gate}_h"))
+    nodes[gate] = Node(act, (f"{gate}_pre",))
+    return gate
+
+
+def _interpolate(nodes: dict, candidate: str, z: str, candidate_first: bool) -> str:
+    """`candidate ⊙ z + h ⊙ (1 − z)` (MUT1-3), or `z ⊙ h + (1 − z) ⊙ candidate` (GRU)."""
+    nodes["1-z"] = Node("sub", ("1", z))
+    if candidate_first:
+        nodes["keep_new"] = Node("mul", (candidate, z))
+        nodes["keep_old"] = Node("mul", ("h", "1-z"))
+        nodes["h'"] = Node("add", ("keep_new", "keep_old"))
+    else:
+        nodes["keep_old"] = Node("mul", (z, "h"))
+        nodes["keep_new"] = Node("mul", ("1-z", candidate))
+        nodes["h'"] = Node("add", ("keep_old", "keep_new"))
+    return "h'"
+
+
+def _rnn() -> Graph:
+    nodes: dict = {}
+    nodes["h W"] = Node("linear", ("h",), "W_hh")
+    nodes["pre"] = Node("add", (_x_term(nodes), "h W"))
+    nodes["h'"] = Node("tanh", ("pre",))
+    return Graph(nodes, "h'")
+
+
+def _lstm() -> Graph:
+    nodes: dict = {}
+    i, f, g, o = (_gate(nodes, k, act) for k, act in
+                  [("i", "sigmoid"), ("f", "sigmoid"), ("g", "tanh"), ("o", "sigmoid")])
+    nodes["f*c"] = Node("mul", (f, "c"))
+    nodes["i*g"] = Node("mul", (i, g))
+    nodes["c'"] = Node("add", ("f*c", "i*g"))
+    nodes["tanh c'"] = Node("tanh", ("c'",))
+    nodes["h'"] = Node("mul", (o, "tanh c'"))
+    return Graph(nodes, "h'", "c'")
+
+
+def _candidate(nodes: dict, r: str, x_term: str) -> str:
+    """`tanh(x_term + (r ⊙ h) W_hh)` in the order the cells add them."""
+    nodes["r*h"] = Node("mul", (r, "h"))
+    nodes["rh_W"] = Node("linear", ("r*h",), "W_hh")
+    nodes["cand_pre"] = Node("add", (x_term, "rh_W"))
+    nodes["cand"] = Node("tanh", ("cand_pre",))
+    return "cand"
+
+
+def _x_term(nodes: dict) -> str:
+    nodes["xh"] = Node("linear", ("x",), "W_xh")
+    nodes["xh_b"] = Node("bias", ("xh",), "b_h")
+    return "xh_b"
+
+
+def _gru() -> Graph:
+    nodes: dict = {}
+    r, z = _gate(nodes, "r", "sigmoid"), _gate(nodes, "z", "sigmoid")
+    return Graph(nodes, _interpolate(nodes, _candidate(nodes, r, _x_term(nodes)), z, False))
+
+
+def _mut1() -> Graph:
+    nodes: dict = {"z_x": Node("linear", ("x",), "W_xz")}
+    nodes["z_xb"] = Node("bias", ("z_x",), "b_z")
+    nodes["z"] = Node("sigmoid", ("z_xb",))
+    r = _gate(nodes, "r", "sigmoid")
+    nodes["tanh x"] = Node("tanh", ("x",))
+    nodes["tanh x + b"] = Node("bias", ("tanh x",), "b_h")
+    return Graph(nodes, _interpolate(nodes, _candidate(nodes, r, "tanh x + b"), "z", True))
+
+
+def _mut2() -> Graph:
+    nodes: dict = {}
+    z = _gate(nodes, "z", "sigmoid")
+    r = _gate(nodes, "r", "sigmoid", x_param=False)
+    return Graph(nodes, _interpolate(nodes, _candidate(nodes, r, _x_term(nodes)), z, True))
+
+
+def _mut3() -> Graph:
+    nodes: dict = {"tanh h": Node("tanh", ("h",))}
+    z = _gate(nodes, "z", "sigmoid", h_source="tanh h")
+    r = _gate(nodes, "r", "sigmoid")
+    return Graph(nodes, _interpolate(nodes, _candidate(nodes, r, _x_term(nodes)), z, True))
+
+
+#: The paper's baselines as graphs, with the param names of `recurrax.cells`.
+GRAPHS = {"rnn": _rnn(), "lstm": _lstm(), "gru": _gru(), "mut1": _mut1(), "mut2": _mut2(),
+          "mut3": _mut3()}
