@@ -20,6 +20,7 @@ what `recurrax.cells` computes (tests/test_graph.py).
 
 from __future__ import annotations
 
+import json
 from typing import NamedTuple
 
 import jax
@@ -169,6 +170,113 @@ def compile(graph: Graph, hidden_size: int,
         return zeros if graph.c is None else (zeros, zeros)
 
     return Cell(init, initial_carry, prepare, step, H)
+
+
+_SYMBOLS = {
+    "text": {"sigmoid": "σ({})", "tanh": "tanh({})", "relu": "relu({})", "mul": " ⊙ ",
+             "sub": " − ", "add": " + ", "W": "{}", "b": "{}"},
+    "latex": {"sigmoid": r"\sigma({})", "tanh": r"\tanh({})", "relu": r"\mathrm{{relu}}({})",
+              "mul": r" \odot ", "sub": " - ", "add": " + ", "W": "W_{{{}}}", "b": "b_{{{}}}"},
+}
+
+
+def equations(graph: Graph, latex: bool = False) -> list[str]:
+    r"""The cell as equations, one per output, per node used more than once and
+    per sigmoid gate; the rest is written inline, e.g. MUT1's
+    `h' = tanh((r ⊙ h) W_hh + tanh(x) + b_h) ⊙ z + h ⊙ (1 − z)`.
+    `latex=True` writes LaTeX (`\sigma`, `\odot`, `W_{hh}`)."""
+    sym = _SYMBOLS["latex" if latex else "text"]
+    names = order(graph)
+    uses: dict[str, int] = {}
+    for n in names:
+        for a in graph.nodes[n].args:
+            uses[a] = uses.get(a, 0) + 1
+    outputs = [o for o in (graph.c, graph.h) if o is not None]
+    own_line = {n for n in names if n in outputs or uses.get(n, 0) > 1
+                or graph.nodes[n].op == "sigmoid"}
+
+    def label(n: str) -> str:
+        if n in LEAVES or not latex:
+            return n
+        return n.replace("'", "^{\\prime}")
+
+    def param(name: str, kind: str) -> str:
+        return sym[kind].format(name[2:] if latex else name)
+
+    def expr(n: str, top: bool = False) -> tuple[str, str]:
+        """(text, precedence): "atom", "mul" or "sum"."""
+        if n in LEAVES or (n in own_line and not top):
+            return label(n), "atom"
+        node = graph.nodes[n]
+        a = [expr(arg) for arg in node.args]
+        wrap = lambda t, needs: f"({t[0]})" if t[1] in needs else t[0]  # noqa: E731
+        if node.op == "linear":
+            return f"{wrap(a[0], ('mul', 'sum'))} {param(node.param, 'W')}", "mul"
+        if node.op == "bias":
+            return f"{a[0][0]} + {param(node.param, 'b')}", "sum"
+        if node.op in ("add", "sub"):
+            rhs = wrap(a[1], ("sum",)) if node.op == "sub" else a[1][0]
+            return f"{a[0][0]}{sym[node.op]}{rhs}", "sum"
+        if node.op == "mul":
+            return f"{wrap(a[0], ('sum',))}{sym['mul']}{wrap(a[1], ('sum',))}", "mul"
+        if node.op == "identity":
+            return a[0]
+        return sym[node.op].format(a[0][0]), "atom"
+
+    lines = [f"{label(n)} = {expr(n, top=True)[0]}" for n in names if n in own_line]
+    return lines
+
+
+def canonical(graph: Graph) -> str:
+    """A key equal for graphs that differ only in node names, node order,
+    param names, or the order of the arguments of `add` and `mul`, and
+    different when one node is shared where the other graph has two alike
+    (every `linear` and `bias` has its own params, so two alike nodes are two
+    functions); the search uses it to train no cell twice. Each node is
+    described by the expression below it and by how it is used above it,
+    recursively; the key is the sorted list of those descriptions."""
+    names = order(graph)
+    down: dict[str, str] = {leaf: leaf for leaf in LEAVES}
+    for n in names:
+        node = graph.nodes[n]
+        args = [down[a] for a in node.args]
+        if node.op in ("add", "mul"):
+            args.sort()
+        down[n] = f"{node.op}({','.join(args)})"
+    parents: dict[str, list[str]] = {}
+    for n in names:
+        for k, a in enumerate(graph.nodes[n].args):
+            slot = "" if graph.nodes[n].op in ("add", "mul") else str(k)
+            parents.setdefault(a, []).append((n, slot))
+    up: dict[str, str] = {}
+    for n in reversed(names):
+        marks = [f"out:{role}" for role, o in (("h", graph.h), ("c", graph.c)) if o == n]
+        marks += [f"{up[p]}>{graph.nodes[p].op}{slot}" for p, slot in parents.get(n, [])]
+        up[n] = "[" + "|".join(sorted(marks)) + "]"
+    ident = {leaf: leaf for leaf in LEAVES} | {n: down[n] + up[n] for n in names}
+    lines = []
+    for n in names:
+        node = graph.nodes[n]
+        args = [ident[a] for a in node.args]
+        if node.op in ("add", "mul"):
+            args.sort()
+        lines.append(f"{ident[n]}<-{','.join(args)}")
+    return "\n".join(sorted(lines))
+
+
+def to_json(graph: Graph) -> str:
+    """The graph as JSON: `{"nodes": {name: [op, [args], param]}, "h": ..., "c": ...}`."""
+    nodes = {n: [node.op, list(node.args), node.param] for n, node in graph.nodes.items()}
+    return json.dumps({"nodes": nodes, "h": graph.h, "c": graph.c})
+
+
+def from_json(text: str) -> Graph:
+    """The inverse of `to_json` (the graph is checked as `compile` would)."""
+    data = json.loads(text)
+    graph = Graph({n: Node(op, tuple(args), param) for n, (op, args, param) in
+                   data["nodes"].items()}, data["h"], data.get("c"))
+    order(graph)
+    return graph
 
 
 def _gate(nodes: dict, gate: str, act: str, x_param: bool = True, h_source: str = "h",

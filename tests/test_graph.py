@@ -52,3 +52,45 @@ def test_malformed_graphs_are_refused(nodes, message):
 def test_memory_needs_an_output():
     with pytest.raises(ValueError, match="memory"):
         G.compile(G.Graph({"a": G.Node("add", ("h", "c"))}, "a"), H)
+
+
+def _renamed(g: G.Graph, prefix: str, reverse: bool) -> G.Graph:
+    """The same cell with every node renamed, params renamed, node order
+    reversed (optionally) and the arguments of add/mul swapped."""
+    rename = lambda a: a if a in G.LEAVES else prefix + a  # noqa: E731
+    items = list(g.nodes.items())[::-1 if reverse else 1]
+    nodes = {}
+    for name, node in items:
+        args = tuple(map(rename, node.args))
+        if node.op in ("add", "mul"):
+            args = args[::-1]
+        nodes[rename(name)] = G.Node(node.op, args, node.param and node.param + "_2")
+    return G.Graph(nodes, rename(g.h), g.c and rename(g.c))
+
+
+@pytest.mark.parametrize("name", sorted(G.GRAPHS))
+def test_canonical_form_ignores_names_and_order(name):
+    g = G.GRAPHS[name]
+    assert G.canonical(_renamed(g, "n_", reverse=True)) == G.canonical(g)
+    assert G.from_json(G.to_json(g)) == g
+
+
+def test_canonical_forms_tell_the_cells_apart():
+    keys = {G.canonical(g) for g in G.GRAPHS.values()}
+    assert len(keys) == len(G.GRAPHS)
+    # a GRU whose candidate reuses the update gate z instead of r: one gate shared
+    gru = G.GRAPHS["gru"]
+    shared = G.Graph({**gru.nodes, "r*h": G.Node("mul", ("z", "h"))}, gru.h)
+    assert G.canonical(shared) != G.canonical(gru)
+
+
+def test_equations_read_like_the_paper():
+    assert G.equations(G.GRAPHS["mut1"]) == [
+        "r = σ(x W_xr + b_r + h W_hr)",
+        "z = σ(x W_xz + b_z)",
+        "h' = tanh(tanh(x) + b_h + (r ⊙ h) W_hh) ⊙ z + h ⊙ (1 − z)",
+    ]
+    assert G.equations(G.GRAPHS["lstm"])[-2:] == [
+        "c' = f ⊙ c + i ⊙ tanh(x W_xg + b_g + h W_hg)", "h' = o ⊙ tanh(c')"]
+    assert G.equations(G.GRAPHS["rnn"], latex=True) == [
+        r"h^{\prime} = \tanh(x W_{xh} + b_{h} + h W_{hh})"]
