@@ -96,7 +96,7 @@ def variants(H: int) -> dict:
 
 def thunks(shape: peers.Shape) -> dict:
     apply_fns = variants(shape.H)
-    base, params, xs = peers.jax_parts("recurrax", "lstm", shape, jnp.float32)
+    _, params, xs = peers.jax_parts("recurrax", "lstm", shape, jnp.float32)
     out = {}
     for name, apply in apply_fns.items():
         fn = jax.jit(peers.loss_and_grad(apply))

@@ -29,6 +29,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from recurrax.cells import _common as C
+
 
 def _forward(Wx, Wh, b, xs):
     """The LSTM over `xs [T, B, D]` from a zero carry with fused weights
@@ -89,5 +91,5 @@ lstm.defvjp(_lstm_fwd, _lstm_bwd)
 
 def fused_params(params: dict) -> tuple:
     """`(Wx, Wh, b)` from a recurrax `lstm` params dict (gates i, f, g, o)."""
-    cat = lambda prefix: jnp.concatenate([params[f"{prefix}{k}"] for k in "ifgo"], axis=-1)
-    return cat("W_x"), cat("W_h"), cat("b_")
+    return tuple(C.fused(params, [f"{prefix}{gate}" for gate in "ifgo"])
+                 for prefix in ("W_x", "W_h", "b_"))

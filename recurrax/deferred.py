@@ -13,10 +13,11 @@ gradients `da_t` of every step; after it, one GEMM over all `T·batch` rows
     dW = Σ_t h_tᵀ da_t = Hᵀ A
 
 the way cuDNN and PyTorch's CPU LSTM do it. On this project's 2-core CPU
-(README, "Speed") this gave 1.16–1.24× on forward+backward at batch 1 and up
-to 1.14× at batch 32. Taking the input projection's gradient out of the loop
-too, when `prepare` runs inside it, measured slower than leaving it there
-(0.93–0.96× at batch 32 and 64), so it stays.
+(`python -m benchmarks.levers`, README "Speed") this gave 1.20–1.26× on lstm
+forward+backward at batch 1, 1.06–1.18× at batch 32 and 1.02× at batch 64.
+Taking the input projection's gradient out of the loop too, when `prepare`
+runs inside it, measured slower than leaving it there (0.93–0.96× at batch 32
+and 64), so it stays.
 
 How: a cell marks its recurrent matmuls by computing them with
 `recurrax.cells._common.recurrent(params, h, names)`. Inside `scan`'s loop
@@ -44,6 +45,7 @@ around the tracing, which restores JAX's own differentiation of the loop.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
 from typing import Any, Callable, NamedTuple
 
@@ -74,9 +76,8 @@ def deferring() -> bool:
 
 
 class _Tap(NamedTuple):
-    """One recurrent matmul of a step: its input's and output's shapes (one
-    step) and the params it multiplies by, in order."""
-    h: jax.ShapeDtypeStruct
+    """One recurrent matmul of a step: its output's shape (one step) and the
+    params it multiplies by, in order."""
     out: jax.ShapeDtypeStruct
     names: tuple
 
@@ -120,8 +121,7 @@ def recurrent_matmul(h: jax.Array, W: jax.Array, names) -> jax.Array:
     recorder = stack[-1]
     k = len(recorder.taps)
     out = h @ jax.lax.stop_gradient(W)
-    recorder.taps.append(_Tap(jax.ShapeDtypeStruct(h.shape, h.dtype),
-                              jax.ShapeDtypeStruct(out.shape, out.dtype), names))
+    recorder.taps.append(_Tap(jax.ShapeDtypeStruct(out.shape, out.dtype), names))
     if recorder.zs is None:
         return out
     recorder.hs.append(h)
@@ -179,21 +179,13 @@ def run(step: Callable, prepare: Callable, params: Any, inputs: jax.Array, carry
         dparams = dict(dparams)  # cells with taps keep their params in a flat dict (DESIGN.md)
         for tap, h, dz in zip(taps, hs, dzs):
             dW = h.reshape(-1, h.shape[-1]).T @ dz.reshape(-1, dz.shape[-1])
-            widths = [params[name].shape[-1] for name in tap.names]
-            for name, block in zip(tap.names, jnp.split(dW, _offsets(widths), axis=-1)):
+            ends = itertools.accumulate(params[name].shape[-1] for name in tap.names)
+            for name, block in zip(tap.names, jnp.split(dW, list(ends)[:-1], axis=-1)):
                 dparams[name] = dparams[name] + block.astype(dparams[name].dtype)
         return dparams, dinputs, dcarry, None
 
     loop.defvjp(loop_fwd, loop_bwd)
     return loop(params, inputs, carry, lengths)
-
-
-def _offsets(widths: list[int]) -> list[int]:
-    out, total = [], 0
-    for w in widths[:-1]:
-        total += w
-        out.append(total)
-    return out
 
 
 def plain(step, prepare, params, inputs, carry, lengths, *, hoist, reverse, unroll, remat):

@@ -103,9 +103,9 @@ def compile(graph: Graph, hidden_size: int,
     state = [n for n in names if n not in timeless]
     used = {a for n in state for a in graph.nodes[n].args} | {graph.h, graph.c}
     handed = [n for n in ["x", *timeless] if n in used]            # what prepare hands to step
-    x_linear = [n for n in timeless if graph.nodes[n].op == "linear" and graph.nodes[n].args == ("x",)]
     params_of = lambda op: [graph.nodes[n].param for n in names if graph.nodes[n].op == op]  # noqa: E731
-    input_kernels = [graph.nodes[n].param for n in x_linear]
+    input_kernels = [graph.nodes[n].param for n in timeless
+                     if graph.nodes[n].op == "linear" and graph.nodes[n].args == ("x",)]
     recurrent_kernels = [p for p in params_of("linear") if p not in input_kernels]
     init = C.param_initializer(
         "graph", H, input_kernels=input_kernels, recurrent_kernels=recurrent_kernels,
@@ -113,12 +113,18 @@ def compile(graph: Graph, hidden_size: int,
         input_must_equal_hidden="x" in handed or any(
             "x" in graph.nodes[n].args and graph.nodes[n].op != "linear" for n in names))
 
-    def evaluate(params, values: dict, todo: list[str], fused_linear) -> dict:
+    def evaluate(params, values: dict, todo: list[str], matmul) -> dict:
+        """Compute the nodes `todo` in order into `values`; the linear maps of
+        one source among them are one `matmul(params, a, names)`."""
         for name in todo:
             node = graph.nodes[name]
             if node.op == "linear":
                 if name not in values:
-                    values.update(fused_linear(params, values, node.args[0]))
+                    source = node.args[0]
+                    group = [n for n in todo if graph.nodes[n].op == "linear"
+                             and graph.nodes[n].args[0] == source]
+                    outs = matmul(params, values[source], [graph.nodes[n].param for n in group])
+                    values.update(zip(group, C.split(outs, len(group))))
                 continue
             a = [values[arg] for arg in node.args]
             if node.op == "bias":
@@ -129,22 +135,11 @@ def compile(graph: Graph, hidden_size: int,
                 values[name] = BINARY[node.op](*a)
         return values
 
-    def linears_of(todo: list[str], source: str) -> list[str]:
-        return [n for n in todo if graph.nodes[n].op == "linear" and graph.nodes[n].args[0] == source]
-
     def prepare(params, xs):
         C.check_input_features("graph", xs, params[input_kernels[0]].shape[0]
                                if input_kernels else H)
         values = {"x": xs, "1": jnp.ones((), xs.dtype)}
-        if x_linear:
-            projected = C.split(C.project(params, xs, input_kernels), len(x_linear))
-            values.update(zip(x_linear, projected))
-        def fused_linear(params, values, source):  # linear maps of a function of x
-            group = linears_of(timeless, source)
-            outs = C.project(params, values[source], [graph.nodes[n].param for n in group])
-            return dict(zip(group, C.split(outs, len(group))))
-
-        values = evaluate(params, values, timeless, fused_linear)
+        values = evaluate(params, values, timeless, C.project)
         return jnp.concatenate([jnp.broadcast_to(values[n], (*xs.shape[:-1], H))
                                 for n in handed], axis=-1) if handed else xs[..., :0]
 
@@ -153,13 +148,7 @@ def compile(graph: Graph, hidden_size: int,
         values = {"h": h, "c": c, "1": jnp.ones((), h.dtype)}
         if handed:
             values.update(zip(handed, C.split(px, len(handed))))
-
-        def fused_linear(params, values, source):
-            group = linears_of(state, source)
-            outs = C.recurrent(params, values[source], [graph.nodes[n].param for n in group])
-            return dict(zip(group, C.split(outs, len(group))))
-
-        values = evaluate(params, values, state, fused_linear)
+        values = evaluate(params, values, state, C.recurrent)
         new_h = values[graph.h]
         if graph.c is None:
             return new_h, new_h
@@ -223,8 +212,7 @@ def equations(graph: Graph, latex: bool = False) -> list[str]:
             return a[0]
         return sym[node.op].format(a[0][0]), "atom"
 
-    lines = [f"{label(n)} = {expr(n, top=True)[0]}" for n in names if n in own_line]
-    return lines
+    return [f"{label(n)} = {expr(n, top=True)[0]}" for n in names if n in own_line]
 
 
 def canonical(graph: Graph) -> str:
@@ -243,7 +231,7 @@ def canonical(graph: Graph) -> str:
         if node.op in ("add", "mul"):
             args.sort()
         down[n] = f"{node.op}({','.join(args)})"
-    parents: dict[str, list[str]] = {}
+    parents: dict[str, list[tuple[str, str]]] = {}
     for n in names:
         for k, a in enumerate(graph.nodes[n].args):
             slot = "" if graph.nodes[n].op in ("add", "mul") else str(k)
@@ -279,16 +267,15 @@ def from_json(text: str) -> Graph:
     return graph
 
 
-def _gate(nodes: dict, gate: str, act: str, x_param: bool = True, h_source: str = "h",
-          x_source: str = "x") -> str:
+def _gate(nodes: dict, gate: str, act: str, x_param: bool = True, h_source: str = "h") -> str:
     """Add `act((x W_x{gate} + b_{gate}) + source W_h{gate})` to `nodes`;
     `x_param=False` uses `x + b` (MUT2's reset gate)."""
     bias_of = f"{gate}_xb"
     if x_param:
-        nodes[f"{gate}_x"] = Node("linear", (x_source,), f"W_x{gate}")
+        nodes[f"{gate}_x"] = Node("linear", ("x",), f"W_x{gate}")
         nodes[bias_of] = Node("bias", (f"{gate}_x",), f"b_{gate}")
     else:
-        nodes[bias_of] = Node("bias", (x_source,), f"b_{gate}")
+        nodes[bias_of] = Node("bias", ("x",), f"b_{gate}")
     nodes[f"{gate}_h"] = Node("linear", (h_source,), f"W_h{gate}")
     nodes[f"{gate}_pre"] = Node("add", (bias_of, f"{gate}_h"))
     nodes[gate] = Node(act, (f"{gate}_pre",))

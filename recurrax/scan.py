@@ -72,12 +72,6 @@ def scan(
       unroll: steps per loop iteration, passed to `lax.scan` (`True`: all).
       remat: recompute each step in the backward pass (`jax.checkpoint`), so
         training memory grows with the carry instead of the residuals.
-
-    Gradients: for the built-in cells the backward loop leaves out the
-    recurrent weights' gradients, `dW = Σ_t h_tᵀ da_t`, and computes them after
-    it as one GEMM over all steps (`recurrax.deferred`). Forward-mode autodiff
-    (`jax.jvp`, `jax.jacfwd`) needs `with recurrax.deferred.autodiff_in_loop():`
-    around the tracing.
       hoist: `True` applies `cell.prepare` to all T steps at once before the
         loop (one large matmul), `False` inside the loop one step at a time;
         the numbers are the same. `None` picks by `default_hoist`.
@@ -86,6 +80,12 @@ def scan(
     Returns:
       `(carry, ys)`: the final carry and the outputs `ys`, `[T, *batch, H]`
       (or `[*batch, T, H]`).
+
+    Gradients: for the built-in cells the backward loop leaves out the
+    recurrent weights' gradients, `dW = Σ_t h_tᵀ da_t`, and computes them after
+    it as one GEMM over all steps (`recurrax.deferred`). Forward-mode autodiff
+    (`jax.jvp`, `jax.jacfwd`) needs `with recurrax.deferred.autodiff_in_loop():`
+    around the tracing.
     """
     checks.check_cell(cell)
     layout = "[T, *batch, D]" if time_major else "[*batch, T, D]"
