@@ -8,6 +8,13 @@ other node is `H` wide and is one of
     bias     a + b       its own vector b (`b_*`)
     add, sub, mul        a + b, a − b, a ⊙ b
     tanh, sigmoid, relu, identity
+    lin0, lin1, lin0.9, lin1.1    the paper's Linear(s, a), read here as s·a
+
+The paper lists Linear(0, x), Linear(1, x), Linear(0.9, x) and Linear(1.1, x)
+among its activations without (in the sources available to this project) a
+definition; we read Linear(s, x) as the scaling s·x, so Linear(0) cuts a
+connection and Linear(1) is the identity. That reading is ours, not checked
+against the paper's text.
 
 `Graph.h` names the node giving `h'` (also the output `y`), and `Graph.c` the
 one giving `c'` for a cell with a memory. `compile(graph, H)` gives a `Cell`:
@@ -32,9 +39,14 @@ from recurrax.protocols import Cell
 
 LEAVES = ("x", "h", "c", "1")
 UNARY = {"tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid, "relu": jax.nn.relu,
-         "identity": lambda a: a}
+         "identity": lambda a: a,
+         **{f"lin{s}": (lambda s: lambda a: s * a)(float(s)) for s in ("0", "1", "0.9", "1.1")}}
+#: The activations the search swaps and inserts (every unary op).
+ACTIVATIONS = tuple(UNARY)
 BINARY = {"add": jnp.add, "sub": jnp.subtract, "mul": jnp.multiply}
 PARAMETRIC = ("linear", "bias")
+#: Every op, in a fixed order (the op codes of `recurrax.universal`).
+OPS = (*PARAMETRIC, *BINARY, *UNARY)
 
 
 class Node(NamedTuple):
@@ -83,7 +95,7 @@ def order(graph: Graph) -> list[str]:
     return out
 
 
-def _reads(graph: Graph, names: list[str]) -> dict[str, set]:
+def leaves_read(graph: Graph, names: list[str]) -> dict[str, set]:
     """node -> the leaves it depends on."""
     leaves: dict[str, set] = {leaf: {leaf} for leaf in LEAVES}
     for name in names:
@@ -96,7 +108,7 @@ def compile(graph: Graph, hidden_size: int,
     """A `Cell` computing `graph` with `H = hidden_size` (see the module docstring)."""
     H = C.check_hidden_size("graph", hidden_size)
     names = order(graph)
-    reads = _reads(graph, names)
+    reads = leaves_read(graph, names)
     if graph.c is None and "c" in set().union(*(reads[n] for n in names)):
         raise ValueError("graph: reads the memory c but names no node for c' (Graph.c)")
     timeless = [n for n in names if not reads[n] & {"h", "c"}]   # depend on x (and 1) only
@@ -167,6 +179,9 @@ _SYMBOLS = {
     "latex": {"sigmoid": r"\sigma({})", "tanh": r"\tanh({})", "relu": r"\mathrm{{relu}}({})",
               "mul": r" \odot ", "sub": " - ", "add": " + ", "W": "W_{{{}}}", "b": "b_{{{}}}"},
 }
+for _s in ("0", "1", "0.9", "1.1"):
+    _SYMBOLS["text"][f"lin{_s}"] = f"Linear({_s}, {{}})"
+    _SYMBOLS["latex"][f"lin{_s}"] = rf"\mathrm{{{{Linear}}}}({_s}, {{}})"
 
 
 def equations(graph: Graph, latex: bool = False) -> list[str]:

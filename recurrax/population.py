@@ -10,6 +10,10 @@ Per member m, each step:
 
     g = ∇θ L(θ_m),   g ← g · min(1, c_m / ‖g‖₂),   θ_m ← θ_m + opt(g; η_m)
 
+Members may also differ in constants that are not trained: `context`, a
+pytree with a leading member axis (e.g. each member's architecture, a
+`recurrax.universal.Program`), handed to the loss as its fifth argument.
+
 A member whose loss, gradient norm or new params are not finite is marked
 diverged at that step: it keeps its last finite params and never updates
 again, while the others go on.
@@ -31,12 +35,14 @@ from recurrax.train import TrainState
 
 class Population(NamedTuple):
     """`states`: a `TrainState` whose leaves have a leading member axis `[M, ...]`;
-    `clip_norm[M]`; `diverged[M]` (bool); `diverged_at[M]` (the step, or −1)."""
+    `clip_norm[M]`; `diverged[M]` (bool); `diverged_at[M]` (the step, or −1);
+    `context`: per-member constants (`None`, or a pytree of `[M, ...]` leaves)."""
 
     states: TrainState
     clip_norm: jax.Array
     diverged: jax.Array
     diverged_at: jax.Array
+    context: Any = None
 
 
 def _finite(tree: Any) -> jax.Array:
@@ -52,17 +58,23 @@ def init_population(
     clip_norm: np.ndarray,
     init_scale: np.ndarray | None = None,
     carry: Any = None,
+    context: Any = None,
 ) -> Population:
     """Members with their own `seeds[M]`, `learning_rate[M]`, `clip_norm[M]`
     and `init_scale[M]` (every param of member m is `init_scale[m]` times what
     `init_params(key_m)` draws). `optimizer` comes from `train.make_optimizer`
-    (its learning rate is set per member). `carry` is one member's carry."""
+    (its learning rate is set per member). `carry` is one member's carry;
+    `context` the members' constants (leaves `[M, ...]`), if any."""
     seeds = np.asarray(seeds)
     M = len(seeds)
-    for name, a in [("learning_rate", learning_rate), ("clip_norm", clip_norm),
-                    ("init_scale", init_scale)]:
-        if a is not None and np.shape(a) != (M,):
-            raise ValueError(f"init_population: {name} must have shape ({M},) like seeds, "
+    sizes = [("learning_rate", learning_rate), ("clip_norm", clip_norm),
+             ("init_scale", init_scale)]
+    sizes += [("context", leaf) for leaf in jax.tree.leaves(context)]
+    for name, a in sizes:
+        leading = np.shape(a) if name != "context" else np.shape(a)[:1]
+        if a is not None and leading != (M,):
+            raise ValueError(f"init_population: {name} must have shape ({M},"
+                             f"{' ...' if name == 'context' else ''}) like seeds, "
                              f"got {np.shape(a)}")
     scale = np.ones(M) if init_scale is None else np.asarray(init_scale)
 
@@ -77,18 +89,21 @@ def init_population(
                                        jnp.asarray(learning_rate, jnp.float32),
                                        jnp.asarray(scale, jnp.float32))
     return Population(states, jnp.asarray(clip_norm, jnp.float32), jnp.zeros(M, bool),
-                      jnp.full(M, -1, jnp.int32))
+                      jnp.full(M, -1, jnp.int32), jax.tree.map(jnp.asarray, context))
 
 
 def make_population_step(loss_fn: train.LossFn, optimizer: optax.GradientTransformation
                          ) -> Callable[[Population, Any], tuple[Population, dict]]:
     """`step(population, batch) -> (population, metrics[M])`, one `jit` for all
-    members; `loss_fn` as for `train.make_train_step`. The batch is shared."""
+    members; `loss_fn` as for `train.make_train_step`, called with the
+    member's `context` as a fifth argument when the population has one. The
+    batch is shared."""
 
-    def member_step(state: TrainState, clip, diverged, diverged_at, batch):
+    def member_step(state: TrainState, clip, diverged, diverged_at, context, batch):
         key, step_key = jax.random.split(state.key)
+        extra = () if context is None else (context,)
         (loss, (carry, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, batch, state.carry, step_key)
+            state.params, batch, state.carry, step_key, *extra)
         norm = optax.tree.norm(grads)
         factor = jnp.where(norm > clip, clip / norm, 1.0)
         grads = jax.tree.map(lambda g: g * factor.astype(g.dtype), grads)
@@ -103,13 +118,13 @@ def make_population_step(loss_fn: train.LossFn, optimizer: optax.GradientTransfo
         at = jnp.where(bad & ~diverged, state.step, diverged_at)
         return new, now, at, {**metrics, "loss": loss, "grad_norm": norm}
 
-    vmapped = jax.vmap(member_step, in_axes=(0, 0, 0, 0, None))
+    vmapped = jax.vmap(member_step, in_axes=(0, 0, 0, 0, 0, None))
 
     @jax.jit
     def step(pop: Population, batch: Any):
         states, diverged, at, metrics = vmapped(pop.states, pop.clip_norm, pop.diverged,
-                                                pop.diverged_at, batch)
-        return Population(states, pop.clip_norm, diverged, at), metrics
+                                                pop.diverged_at, pop.context, batch)
+        return Population(states, pop.clip_norm, diverged, at, pop.context), metrics
 
     return step
 

@@ -2,14 +2,19 @@
 
     python -m experiments.jozefowicz run --preset {smoke,quick,paper} [--tasks ...]
         [--archs ...] [--trials N] [--results FILE]
+    python -m experiments.jozefowicz search --preset {smoke,quick,paper} [--results FILE]
+        [--candidates N]
     python -m experiments.jozefowicz report FILE
 
 `run` trains every trial of the preset, population by population (trials of a
 task sharing an architecture and a depth train together in one compiled
 program, their member axis spread over all devices), appends one JSON line per
 finished trial to the results file and skips trials already there, so
-rerunning the same command resumes. `report` prints the Markdown table and
-writes a plot of each architecture's results beside the file.
+rerunning the same command resumes. `search` runs the architecture search
+(`experiments.jozefowicz.search`, `recurrax.search`), logged to its results
+file and resumed the same way. `report` prints the Markdown table of a run
+and writes a plot of each architecture's results beside the file, or, for a
+search log, the top cells as equations beside LSTM, GRU and MUT1-3.
 On several hosts, call `jax.distributed.initialize()` first (see the README).
 If XLA CPU wedges while training (seen on this machine, see `watchdog`), the
 command starts itself again after `--stall-seconds` without CPU use and
@@ -26,6 +31,8 @@ from pathlib import Path
 import jax
 
 from experiments.jozefowicz import protocol, report, runner, tasks as harness_tasks, watchdog
+from experiments.jozefowicz import search as arch_search
+from recurrax import search as search_lib
 from experiments.progress import progress_bar
 from recurrax import population
 from recurrax.results import ResultsFile
@@ -78,6 +85,42 @@ def run(args, on_stall=watchdog.abort) -> Path:
     return results.path
 
 
+def run_search(args, on_stall=watchdog.abort) -> str:
+    preset = arch_search.PRESETS[args.preset]
+    results = ResultsFile(args.results or Path("results/jozefowicz") /
+                          f"search-{preset.name}.jsonl")
+    start, stalls = time.perf_counter(), watchdog.StallWatchdog(args.stall_seconds or None,
+                                                                 on_stall)
+
+    def on_stage(stage, ids, state):
+        rows = search_lib.table(state, arch_search.stages(preset), "gru")
+        children = sum(e["origin"] == "child" for e in state.evals.values())
+        best = next((r for r in rows if r["origin"] == "child"), None)
+        print(f"[{time.perf_counter() - start:6.0f} s] {stage.name}: {len(ids)} trained; "
+              f"{children} candidates so far, {sum(r['origin'] == 'child' for r in rows)} "
+              f"through every stage, best fitness "
+              f"{'—' if best is None else format(best['fitness'], '.3f')}", flush=True)
+
+    print(f"search {preset.name}: {preset.candidates} candidates, populations of "
+          f"{preset.population}, stages {[s for s, _ in preset.stages]}; log {results.path}")
+    with stalls.armed():
+        state = arch_search.run(preset, results, on_stage, args.candidates)
+    stalls.close()
+    print(f"done in {time.perf_counter() - start:.0f} s"
+          f" ({watchdog.restarts()} restarts after XLA CPU stalls)")
+    return arch_search.report(state, arch_search.stages(preset))
+
+
+def report_any(path: Path) -> str:
+    """The report of a run's results file or of a search log."""
+    records, _ = ResultsFile(path).read()
+    if records and records[0].get("kind") == "eval":
+        names = list(dict.fromkeys(r["stage"] for r in records if r.get("kind") == "score"))
+        stages = [search_lib.Stage(n, 0.0, n != "words") for n in names]
+        return arch_search.report(search_lib.load(ResultsFile(path)), stages)
+    return report.report(path)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -90,14 +133,21 @@ def main(argv=None) -> None:
     r.add_argument("--stall-seconds", type=float, default=30.0,
                    help="restart (as a command) or stop (when called from Python) after this "
                         "many seconds without CPU use while training; 0 turns it off")
-    p = sub.add_parser("report", help="print the table of a results file")
+    s = sub.add_parser("search", help="the architecture search (resumes)")
+    s.add_argument("--preset", choices=sorted(arch_search.PRESETS), default="quick")
+    s.add_argument("--results", type=Path)
+    s.add_argument("--candidates", type=int, help="children to create (default: the preset's)")
+    s.add_argument("--stall-seconds", type=float, default=60.0)
+    p = sub.add_parser("report", help="print the table of a results file or search log")
     p.add_argument("file", type=Path)
     args = parser.parse_args(argv)
     if args.command == "run":
         path = run(args, on_stall=watchdog.reexec if argv is None else watchdog.abort)
         print(report.report(path))
+    elif args.command == "search":
+        print(run_search(args, on_stall=watchdog.reexec if argv is None else watchdog.abort))
     else:
-        print(report.report(args.file))
+        print(report_any(args.file))
 
 
 if __name__ == "__main__":

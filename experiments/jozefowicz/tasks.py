@@ -2,6 +2,7 @@
 
 | task       | data            | input     | loss per step                 | reported (test)            |
 | ---------- | --------------- | --------- | ----------------------------- | -------------------------- |
+| memorization | `Examples`    | tokens    | cross-entropy, answer only    | accuracy on answer symbols |
 | arithmetic | `Examples`      | tokens    | cross-entropy, answer only    | accuracy on answer chars   |
 | xml        | `Stream`, TBPTT | tokens    | cross-entropy                 | next-character accuracy    |
 | words      | `Stream`, TBPTT | tokens    | cross-entropy                 | perplexity, exp(−NLL)      |
@@ -46,8 +47,8 @@ def _rolls_as_examples(rolls) -> Examples:
 
 def prepare(name: str, batch: int, unroll: int, task_kwargs: dict | None = None) -> Setup:
     kw = dict(task_kwargs or {})
-    if name == "arithmetic":
-        t = task_lib.arithmetic(**kw)
+    if name in ("arithmetic", "memorization"):
+        t = task_lib.get(name, **kw)
         return Setup(name, "examples", len(t.vocab), len(t.vocab), "tokens",
                      batching.ExampleBatches(t.train, batch, seed=0),
                      batching.ExampleBatches(t.valid, batch, shuffle=False),
@@ -67,7 +68,7 @@ def prepare(name: str, batch: int, unroll: int, task_kwargs: dict | None = None)
                      batching.ExampleBatches(_rolls_as_examples(t.train),
                                              min(batch, len(t.train.lengths)), seed=0),
                      whole(t.valid), whole(t.test), "nll_per_step", False)
-    raise ValueError(f"unknown task {name!r}; expected arithmetic, xml, words or music")
+    raise ValueError(f"unknown task {name!r}; expected memorization, arithmetic, xml, words or music")
 
 
 def make_loss(kind: str, model) -> Callable:

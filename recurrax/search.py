@@ -1,0 +1,259 @@
+r"""The architecture search of Jozefowicz et al. (2015), as a resumable loop.
+
+A list of the best cells (`keep` of them, the paper's 100) starts from the
+seed cells (the LSTM and the GRU); baseline cells (MUT1-3) are evaluated
+beside them under the same budget and never mutated. Each round fills a population of
+evaluations; each is either
+
+* a re-evaluation (probability `p_reevaluate`): a listed cell with fresh
+  hyperparameters, or
+* a child: a listed cell mutated one to three times (`recurrax.mutations`),
+  never a cell evaluated before (`graph.canonical`), and one that `accept`s
+  (e.g. fits the universal cell's layout),
+
+and goes through the stages in order (memorization, arithmetic, XML, language
+modelling in the paper). A stage scores an evaluation by its validation
+result relative to the reference cell's (the GRU's) best so far on that stage,
+
+    r_s = score / best_ref(s)   (higher is better),   best_ref(s) / score   (lower is better)
+
+and a child goes on to the next stage only if `r_s ≥ bar_s`. A cell's fitness
+is the minimum over the stages of its best `r_s` (so the reference has
+fitness 1); the list keeps the cells of highest fitness that passed every
+stage. Seeds and re-evaluations pass every stage unfiltered.
+
+The evaluations of one stage are trained together: each stage has a queue,
+and a stage runs when `population` evaluations wait in it (the last stage
+first), so every stage is one compiled program trained on full populations;
+at the end the queues are flushed (padded). Every created evaluation and every
+stage score is one line of the log (`recurrax.results.ResultsFile`); a rerun
+rebuilds the list and the queues from it and goes on where it stopped.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from recurrax import graph as G
+from recurrax import mutations
+from recurrax.results import ResultsFile
+
+
+class Stage(NamedTuple):
+    name: str
+    bar: float                   # a child goes on when its r_s >= bar
+    higher_is_better: bool = True
+
+
+class State(NamedTuple):
+    """What the log says: `evals` id -> its creation record, `scores` id ->
+    {stage: score or None (diverged)}."""
+
+    evals: dict
+    scores: dict
+
+
+def load(log: ResultsFile) -> State:
+    records, problems = log.read()
+    for p in problems:
+        print(p)
+    evals, scores = {}, {}
+    for r in records:
+        if r.get("kind") == "eval":
+            evals.setdefault(r["id"], r)
+            scores.setdefault(r["id"], {})
+        elif r.get("kind") == "score":
+            scores.setdefault(r["id"], {}).setdefault(r["stage"], r["score"])
+    return State(evals, scores)
+
+
+def reference_best(state: State, stages: list[Stage], reference: str) -> dict[str, float]:
+    """The reference cell's best score per stage (stages it has no score on are absent)."""
+    best: dict[str, float] = {}
+    for i, e in state.evals.items():
+        if e.get("name") != reference:
+            continue
+        for s in stages:
+            v = state.scores[i].get(s.name)
+            if v is not None:
+                pick = max if s.higher_is_better else min
+                best[s.name] = pick(best.get(s.name, v), v)
+    return best
+
+
+def relative(stage: Stage, score: float | None, best: dict[str, float]) -> float | None:
+    """`r_s` of one score (None: diverged, or no reference yet)."""
+    ref = best.get(stage.name)
+    if score is None or ref is None:
+        return None
+    tiny = 1e-9  # a reference (or score) of 0 divides by this instead
+    return score / max(ref, tiny) if stage.higher_is_better else ref / max(score, tiny)
+
+
+def passes(stage: Stage, evaluation: dict, score: float | None, best: dict) -> bool:
+    if evaluation["origin"] != "child":
+        return True
+    r = relative(stage, score, best)
+    return r is not None and r >= stage.bar
+
+
+def table(state: State, stages: list[Stage], reference: str) -> list[dict]:
+    """One row per cell (graph key) with a score on every stage, best first:
+    `{"key", "name", "graph", "fitness", "relative": {stage: best r_s},
+    "evaluations", "mutations", "parent"}`."""
+    best = reference_best(state, stages, reference)
+    cells: dict[str, dict] = {}
+    for i, e in state.evals.items():
+        row = cells.setdefault(e["graph_key"], {
+            "key": e["graph_key"], "name": e.get("name"), "graph": e["graph"],
+            "origin": e["origin"],
+            "relative": {}, "evaluations": 0, "mutations": e.get("mutations", []),
+            "parent": e.get("parent")})
+        row["evaluations"] += 1
+        for s in stages:
+            r = relative(s, state.scores[i].get(s.name), best)
+            if r is not None:
+                row["relative"][s.name] = max(row["relative"].get(s.name, r), r)
+    rows = []
+    for row in cells.values():
+        if all(s.name in row["relative"] for s in stages):
+            rows.append({**row, "fitness": min(row["relative"][s.name] for s in stages)})
+    return sorted(rows, key=lambda r: -r["fitness"])
+
+
+def queues(state: State, stages: list[Stage], reference: str) -> list[list[str]]:
+    """The evaluations waiting for each stage: created and not yet scored on
+    stage 0, or scored on the stage before, passed it, and not scored here."""
+    best = reference_best(state, stages, reference)
+    out: list[list[str]] = [[] for _ in stages]
+    for i, e in state.evals.items():
+        done = state.scores[i]
+        for k, s in enumerate(stages):
+            if s.name not in done:
+                out[k].append(i)
+                break
+            if not passes(s, e, done[s.name], best):
+                break
+    return out
+
+
+class Proposer(NamedTuple):
+    """How a round's evaluations are drawn."""
+
+    draw_hyper: Callable[[np.random.Generator], dict]
+    accept: Callable[[G.Graph], bool] = lambda g: True
+    p_reevaluate: float = 0.2
+    keep: int = 100
+    max_nodes: int | None = None
+
+
+def propose(state: State, stages: list[Stage], reference: str, proposer: Proposer,
+            rng: np.random.Generator, n: int, round_index: int, first_id: int) -> list[dict]:
+    """`n` new evaluation records (children and re-evaluations) for one round."""
+    listed = [r for r in table(state, stages, reference) if r["origin"] != "baseline"]
+    listed = listed[:proposer.keep]
+    if not listed:
+        raise ValueError("search: no cell has passed every stage yet (the seeds' round "
+                         "must finish first)")
+    seen = {e["graph_key"] for e in state.evals.values()}
+    out = []
+    for j in range(n):
+        base = {"kind": "eval", "id": f"e{first_id + j}", "round": round_index,
+                "hyper": proposer.draw_hyper(rng)}
+        if rng.random() < proposer.p_reevaluate:
+            cell = listed[rng.integers(len(listed))]
+            out.append({**base, "origin": "reevaluate", "graph_key": cell["key"],
+                        "graph": cell["graph"], "name": cell["name"], "parent": None,
+                        "mutations": cell["mutations"]})
+            continue
+        for _ in range(100):
+            parent = listed[rng.integers(len(listed))]
+            child, how = mutations.mutate(G.from_json(parent["graph"]), rng,
+                                          max_nodes=proposer.max_nodes)
+            key = G.canonical(child)
+            if key not in seen and proposer.accept(child):
+                break
+        else:
+            raise ValueError("search: 100 mutations in a row gave only cells already "
+                             "evaluated or not accepted")
+        seen.add(key)
+        out.append({**base, "origin": "child", "graph_key": key, "graph": G.to_json(child),
+                    "name": None, "parent": parent["key"], "mutations": how})
+    return out
+
+
+def seed_round(seeds: dict[str, G.Graph], baselines: dict[str, G.Graph], proposer: Proposer,
+               rng: np.random.Generator, population: int) -> list[dict]:
+    """Round 0: `population` evaluations of the seed and baseline cells, in turn."""
+    cells = {**seeds, **baselines}
+    if population < len(cells):
+        raise ValueError(f"search: a population of {population} cannot hold the "
+                         f"{len(cells)} seed and baseline cells")
+    out = []
+    names = list(cells)
+    for j in range(population):
+        name = names[j % len(names)]
+        g = cells[name]
+        origin = "seed" if name in seeds else "baseline"
+        out.append({"kind": "eval", "id": f"e{j}", "round": 0, "origin": origin,
+                    "graph_key": G.canonical(g), "graph": G.to_json(g), "name": name,
+                    "parent": None, "mutations": [], "hyper": proposer.draw_hyper(rng)})
+    return out
+
+
+Evaluate = Callable[[Stage, list[G.Graph], list[dict]], list]
+
+
+def run(log: ResultsFile, stages: list[Stage], seeds: dict[str, G.Graph], evaluate: Evaluate,
+        proposer: Proposer, *, population: int, candidates: int, reference: str = "gru",
+        baselines: dict[str, G.Graph] | None = None,
+        seed: int = 0, on_stage: Callable | None = None) -> State:
+    """Search until `candidates` children have been created and every queue
+    is empty; resumes from `log`. `evaluate(stage, graphs, hypers)` trains the
+    evaluations of one population on one stage and returns a score (or None,
+    diverged) per evaluation. `on_stage(stage, ids, state)` is called after
+    each stage's population (for progress)."""
+    if reference not in seeds:
+        raise ValueError(f"search: the reference {reference!r} must be one of the seeds "
+                         f"{sorted(seeds)}")
+    state = load(log)
+    if not state.evals:
+        for r in seed_round(seeds, baselines or {}, proposer,
+                            np.random.default_rng([seed, 0]), population):
+            log.append(r)
+        state = load(log)
+    while True:
+        waiting = queues(state, stages, reference)
+        children = sum(e["origin"] == "child" for e in state.evals.values())
+        full = [k for k, q in enumerate(waiting) if len(q) >= population]
+        if full:
+            k = full[-1]
+        elif children < candidates:  # a new round fills the first queue
+            rounds = 1 + max(e["round"] for e in state.evals.values())
+            rng = np.random.default_rng([seed, rounds])
+            for r in propose(state, stages, reference, proposer, rng,
+                             population - len(waiting[0]), rounds, len(state.evals)):
+                log.append(r)
+            state = load(log)
+            continue
+        elif any(waiting):  # the end: flush the queues, earliest first
+            k = next(k for k, q in enumerate(waiting) if q)
+        else:
+            return state
+        ids = waiting[k][:population]
+        graphs = [G.from_json(state.evals[i]["graph"]) for i in ids]
+        scores = evaluate(stages[k], graphs, [state.evals[i]["hyper"] for i in ids])
+        for i, v in zip(ids, scores):
+            log.append({"kind": "score", "id": i, "stage": stages[k].name,
+                        "score": None if v is None or not np.isfinite(v) else float(v)})
+        state = load(log)
+        if on_stage is not None:
+            on_stage(stages[k], ids, state)
+
+
+def describe(row: dict) -> str:
+    """A cell of `table` as its equations, one per line."""
+    return "\n".join(G.equations(G.from_json(row["graph"])))
+

@@ -1,0 +1,209 @@
+"""`recurrax.mutations`: each mutation of Jozefowicz et al. (2015) changes what
+it says and nothing else, `problems` catches invalid cells, and `mutate` gives
+valid, new, bounded children, the same for the same seed."""
+
+import collections
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from recurrax import graph as G
+from recurrax import mutations as M
+
+N = G.Node
+RNN, LSTM, GRU = G.GRAPHS["rnn"], G.GRAPHS["lstm"], G.GRAPHS["gru"]
+SEEDS = range(25)
+
+
+def _runs(graph: G.Graph, H: int = 4):
+    """`graph` compiles and one step of it gives finite numbers."""
+    cell = G.compile(graph, H)
+    params = cell.init(jax.random.key(0), H)
+    px = cell.prepare(params, jnp.linspace(-1.0, 1.0, 2 * H).reshape(2, H))
+    carry, y = cell.step(params, cell.initial_carry((2,)), px)
+    assert y.shape == (2, H)
+    assert all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree.leaves((carry, y)))
+
+
+def _ancestors(graph: G.Graph, name: str) -> set:
+    node = graph.nodes.get(name)
+    return set().union(*({a} | _ancestors(graph, a) for a in node.args)) if node else set()
+
+
+def _edge_changes(parent: G.Graph, child: G.Graph) -> list[tuple]:
+    """(reader, old argument, new argument) for every edge that changed, the
+    outputs read as "out:h" and "out:c"; checks that no kept node changed otherwise."""
+    changes = [(f"out:{r}", getattr(parent, r), getattr(child, r)) for r in ("h", "c")
+               if getattr(parent, r) != getattr(child, r)]
+    for n in parent.nodes.keys() & child.nodes.keys():
+        p, c = parent.nodes[n], child.nodes[n]
+        assert (p.op, p.param, len(p.args)) == (c.op, c.param, len(c.args)), n
+        changes += [(n, a, b) for a, b in zip(p.args, c.args) if a != b]
+    return changes
+
+
+def _children(mutation, parent: G.Graph):
+    """`mutation` applied to `parent` with seeds `SEEDS`; `parent` stays as it was."""
+    before = G.to_json(parent)
+    children = [mutation(parent, np.random.default_rng(seed)) for seed in SEEDS]
+    assert G.to_json(parent) == before
+    return children
+
+
+@pytest.mark.parametrize("parent", [GRU, LSTM], ids=["gru", "lstm"])
+@pytest.mark.parametrize("mutation, ops", [(M.swap_activation, G.ACTIVATIONS),
+                                           (M.swap_elementwise, tuple(G.BINARY))])
+def test_swaps_change_one_op(parent, mutation, ops):
+    for k, child in enumerate(_children(mutation, parent)):
+        assert (child.h, child.c) == (parent.h, parent.c)
+        assert child.nodes.keys() == parent.nodes.keys()
+        [name] = [n for n in parent.nodes if child.nodes[n] != parent.nodes[n]]
+        old, new = parent.nodes[name], child.nodes[name]
+        assert old.op in ops and new.op in ops and old.op != new.op
+        assert new._replace(op=old.op) == old
+        if k < 2:
+            _runs(child)
+
+
+@pytest.mark.parametrize("parent", [GRU, LSTM], ids=["gru", "lstm"])
+def test_insert_activation(parent):
+    for k, child in enumerate(_children(M.insert_activation, parent)):
+        [new] = child.nodes.keys() - parent.nodes.keys()
+        assert parent.nodes.keys() <= child.nodes.keys() and new not in G.LEAVES
+        assert child.nodes[new].op in G.ACTIVATIONS
+        [(_, old, now)] = _edge_changes(parent, child)
+        assert now == new and child.nodes[new].args == (old,)
+        if k < 2:
+            _runs(child)
+
+
+def test_insert_activation_can_feed_the_output():
+    parent = G.Graph({"o": N("add", ("x", "h"))}, "o")
+    children = _children(M.insert_activation, parent)
+    assert {c.h for c in children} == {"o", "m1"}
+    for child in children:
+        assert M.problems(child) == []
+
+
+@pytest.mark.parametrize("parent", [GRU, LSTM], ids=["gru", "lstm"])
+def test_remove_node(parent):
+    for k, child in enumerate(_children(M.remove_node, parent)):
+        [gone] = parent.nodes.keys() - child.nodes.keys()
+        assert child.nodes.keys() <= parent.nodes.keys()
+        [arg] = parent.nodes[gone].args
+        [(user, old, now)] = _edge_changes(parent, child)
+        assert (old, now) == (gone, arg)
+        readers = [n for n in parent.nodes for a in parent.nodes[n].args if a == gone]
+        readers += [f"out:{r}" for r in ("h", "c") if getattr(parent, r) == gone]
+        assert readers == [user]              # it had one user, which now reads its argument
+        if k < 2:
+            _runs(child)
+
+
+def test_remove_node_at_the_output():
+    rng = np.random.default_rng(0)
+    parent = G.Graph({"s": N("add", ("x", "h")), "o": N("tanh", ("s",))}, "o")
+    assert M.remove_node(parent, rng) == G.Graph({"s": N("add", ("x", "h"))}, "s")
+    assert "o" in parent.nodes
+    # the output's argument is a leaf, or the one-argument node has two users
+    assert M.remove_node(G.Graph({"o": N("linear", ("h",), "W_hh")}, "o"), rng) is None
+    shared = {"t": N("tanh", ("x",)), "s": N("add", ("t", "h")), "o": N("mul", ("t", "s"))}
+    assert M.remove_node(G.Graph(shared, "o"), rng) is None
+    # LSTM: tanh c' can go (h' then reads c'), but not c', which gives c' and feeds tanh c'
+    children = _children(M.remove_node, LSTM)
+    assert any(child.nodes["h'"].args == ("o", "c'") for child in children)
+    assert all("c'" in child.nodes for child in children)
+
+
+@pytest.mark.parametrize("parent", [GRU, LSTM], ids=["gru", "lstm"])
+def test_replace_with_ancestor(parent):
+    for k, child in enumerate(_children(M.replace_with_ancestor, parent)):
+        assert child.nodes.keys() == parent.nodes.keys()   # dead nodes are left to mutate
+        [(user, old, now)] = _edge_changes(parent, child)
+        assert now in _ancestors(parent, old)
+        if user.startswith("out:"):
+            assert now not in G.LEAVES
+        if k < 2:
+            _runs(M.prune(child))
+
+
+@pytest.mark.parametrize("parent", [GRU, LSTM], ids=["gru", "lstm"])
+def test_replace_with_combination(parent):
+    for k, child in enumerate(_children(M.replace_with_combination, parent)):
+        [new] = child.nodes.keys() - parent.nodes.keys()
+        assert parent.nodes.keys() <= child.nodes.keys()
+        [(_, old, now)] = _edge_changes(parent, child)
+        assert now == new and child.nodes[new].op in G.BINARY
+        assert set(child.nodes[new].args) <= {old} | _ancestors(parent, old)
+        if k < 2:
+            _runs(M.prune(child))
+
+
+def _with(graph: G.Graph, **nodes: G.Node) -> G.Graph:
+    return graph._replace(nodes={**graph.nodes, **nodes})
+
+
+@pytest.mark.parametrize("graph, message", [
+    (_with(RNN, **{"h W": N("linear", ("pre",), "W_hh")}), "cycle"),
+    (_with(RNN, pre=N("add", ("h", "h W"))), "ignores the input x"),
+    (_with(RNN, **{"h W": N("linear", ("x",), "W_hh")}), "ignores the state"),
+    (_with(RNN, **{"h W": N("linear", ("c",), "W_hh")}), "memory c"),
+    (_with(GRU, z_h=N("linear", ("h",), "W_hr")), "share the param 'W_hr'"),
+    (_with(RNN, **{"h W": N("linear", ("h",), "U_hh")}), "not named W_"),
+    (_with(RNN, xh_b=N("bias", ("xh",), "W_h")), "not named b_"),
+    (_with(RNN, pre=N("add", ("xh_b",))), "argument"),
+    (RNN._replace(h="x"), "leaf"),
+    (LSTM._replace(c="c"), "c' is the leaf"),
+    (RNN._replace(h="nope"), "unknown node"),
+])
+def test_problems_catches(graph, message):
+    assert any(message in p for p in M.problems(graph)), M.problems(graph)
+
+
+def test_problems_passes_the_baselines():
+    for graph in G.GRAPHS.values():
+        assert M.problems(graph) == []
+    # dead nodes are no problem, even one sharing a param; nor a c' that reads only x
+    assert M.problems(_with(GRU, dead=N("linear", ("c",), "W_hh"))) == []
+    assert M.problems(GRU._replace(c="xh_b")) == []
+
+
+def test_prune_drops_dead_nodes():
+    dead = _with(GRU, d1=N("tanh", ("h",)), d2=N("linear", ("d1",), "W_d"))
+    assert M.prune(dead) == GRU and list(M.prune(dead).nodes) == list(GRU.nodes)
+    assert "d2" in dead.nodes
+    assert M.prune(GRU) == GRU
+
+
+@pytest.mark.parametrize("parent", [GRU, LSTM], ids=["gru", "lstm"])
+def test_mutate_gives_valid_new_children(parent):
+    rng, before, key = np.random.default_rng(1), G.to_json(parent), G.canonical(parent)
+    max_nodes = len(parent.nodes) + 3
+    counts, kinds = collections.Counter(), collections.Counter()
+    for _ in range(150):
+        child, done = M.mutate(parent, rng, max_nodes=max_nodes)
+        assert M.problems(child) == [] and G.canonical(child) != key
+        assert len(child.nodes) <= max_nodes and M.prune(child) == child
+        counts[len(done)] += 1
+        kinds.update(line.split(":")[0] for line in done)
+    assert G.to_json(parent) == before
+    assert set(counts) == {1, 2, 3}
+    assert set(kinds) == set(M.MUTATIONS)
+
+
+def test_mutate_is_deterministic_and_counts():
+    def run(seed):
+        rng = np.random.default_rng(seed)
+        return [(G.to_json(c), d) for c, d in (M.mutate(LSTM, rng) for _ in range(20))]
+    assert run(7) == run(7) and run(7) != run(8)
+    for n in (1, 2, 3):
+        assert len(M.mutate(GRU, np.random.default_rng(n), n=n)[1]) == n
+    child, done = M.mutate(GRU, np.random.default_rng(0), n=1)
+    assert done[0].split(":")[0] in M.MUTATIONS and len(done[0]) < 300
+
+
+def test_mutate_refuses_when_no_child_fits():
+    with pytest.raises(ValueError, match="no valid child in 5 tries"):
+        M.mutate(RNN, np.random.default_rng(0), max_nodes=1, tries=5)

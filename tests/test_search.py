@@ -1,0 +1,132 @@
+"""The search loop (`recurrax.search`) with a stand-in for training: the
+filters, the queues, the list, and a run killed and resumed."""
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from experiments.jozefowicz import __main__ as cli
+from experiments.jozefowicz import search as arch_search
+from recurrax import graph as G
+from recurrax import search, universal
+from recurrax.results import ResultsFile
+
+STAGES = [search.Stage("memorization", 0.9), search.Stage("arithmetic", 0.9),
+          search.Stage("words", 0.9, higher_is_better=False)]
+SEEDS = {"lstm": G.GRAPHS["lstm"], "gru": G.GRAPHS["gru"]}
+BASELINES = {n: G.GRAPHS[n] for n in ("mut1", "mut2", "mut3")}
+POPULATION = 8
+
+
+def _unit(*parts) -> float:
+    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") / 2**64
+
+
+class FakeTraining:
+    """A score per (cell, stage), times a factor of the hyperparameters; the
+    GRU's ignores them, so its best is known after round 0."""
+
+    def __init__(self, fail_after: int | None = None):
+        self.calls, self.fail_after = [], fail_after
+
+    def __call__(self, stage, graphs, hypers):
+        if self.fail_after is not None and len(self.calls) == self.fail_after:
+            raise KeyboardInterrupt("killed")
+        self.calls.append((stage.name, len(graphs)))
+        return [self.score(stage, g, h) for g, h in zip(graphs, hypers)]
+
+    @staticmethod
+    def score(stage, g, hyper):
+        base = 0.4 + 0.6 * _unit(G.canonical(g), stage.name)
+        if G.canonical(g) == G.canonical(G.GRAPHS["gru"]):
+            base = 0.7
+        else:
+            base *= 0.9 + 0.2 * hyper["q"]
+        return base if stage.higher_is_better else 10 / base
+
+
+PROPOSER = search.Proposer(draw_hyper=lambda rng: {"q": float(rng.random())},
+                           accept=universal.fits, p_reevaluate=0.25, keep=10)
+
+
+def _run(path, evaluate, candidates=30):
+    return search.run(ResultsFile(path), STAGES, SEEDS, evaluate, PROPOSER,
+                      population=POPULATION, candidates=candidates, baselines=BASELINES, seed=3)
+
+
+def test_search_runs_full_populations_and_filters_children(tmp_path):
+    train = FakeTraining()
+    state = _run(tmp_path / "log.jsonl", train)
+    children = [e for e in state.evals.values() if e["origin"] == "child"]
+    assert len(children) >= 30
+    assert len({e["graph_key"] for e in children}) == len(children)
+    assert not {e["graph_key"] for e in children} & {G.canonical(g) for g in
+                                                      [*SEEDS.values(), *BASELINES.values()]}
+    assert all(n == POPULATION for _, n in train.calls[:-len(STAGES)])  # all but the flush
+    assert not any(search.queues(state, STAGES, "gru"))
+    best = search.reference_best(state, STAGES, "gru")
+    assert best == {"memorization": 0.7, "arithmetic": 0.7, "words": pytest.approx(10 / 0.7)}
+    for e in children:
+        done = state.scores[e["id"]]
+        for k, s in enumerate(STAGES[:-1]):
+            if STAGES[k + 1].name in done:  # it went on, so it passed stage k
+                assert search.relative(s, done[s.name], best) >= s.bar
+        reached = [s.name for s in STAGES if s.name in done]
+        assert reached == [s.name for s in STAGES[:len(reached)]]
+    rows = search.table(state, STAGES, "gru")
+    assert rows == sorted(rows, key=lambda r: -r["fitness"])
+    gru = next(r for r in rows if r["name"] == "gru")
+    assert gru["fitness"] == pytest.approx(1.0)
+    for r in rows:
+        assert r["fitness"] == pytest.approx(min(r["relative"].values()))
+
+
+def test_a_killed_search_resumes_to_the_same_result(tmp_path):
+    whole = _run(tmp_path / "whole.jsonl", FakeTraining())
+    path = tmp_path / "killed.jsonl"
+    for fail_after in (3, 4, 2):
+        with pytest.raises(KeyboardInterrupt):
+            _run(path, FakeTraining(fail_after=fail_after))
+    resumed = _run(path, FakeTraining())
+    strip = lambda rows: [(r["key"], round(r["fitness"], 9), r["evaluations"])  # noqa: E731
+                          for r in rows]
+    assert strip(search.table(resumed, STAGES, "gru")) == strip(search.table(whole, STAGES, "gru"))
+
+
+def test_relative_scores():
+    best = {"memorization": 0.5, "words": 100.0}
+    assert search.relative(STAGES[0], 0.25, best) == 0.5
+    assert search.relative(STAGES[2], 200.0, best) == 0.5       # lower is better
+    assert search.relative(STAGES[1], 0.3, best) is None         # no reference yet
+    assert search.relative(STAGES[0], None, best) is None        # diverged
+
+
+def test_the_reference_must_be_a_seed(tmp_path):
+    with pytest.raises(ValueError, match="reference"):
+        search.run(ResultsFile(tmp_path / "x.jsonl"), STAGES, {"lstm": G.GRAPHS["lstm"]},
+                   FakeTraining(), PROPOSER, population=4, candidates=1)
+
+
+def test_report_prints_the_top_cells_as_equations(tmp_path):
+    path = tmp_path / "log.jsonl"
+    _run(path, FakeTraining(), candidates=10)
+    text = cli.report_any(path)
+    for name in ("gru", "lstm", "mut1", "mut2", "mut3", "#1"):
+        assert f"| {name} |" in text
+    assert "h' = " in text and "fitness" in text
+
+
+@pytest.mark.slow
+def test_the_smoke_search_trains_real_cells(tmp_path, capsys):
+    """The command end to end on the smoke preset (about 90 s: two stages compile)."""
+    cli.main(["search", "--preset", "smoke", "--results", str(tmp_path / "s.jsonl"),
+              "--candidates", "4", "--stall-seconds", "0"])
+    out = capsys.readouterr().out
+    assert "| gru | 1.000 |" in out and "#1" in out
+    state = search.load(ResultsFile(tmp_path / "s.jsonl"))
+    assert sum(e["origin"] == "child" for e in state.evals.values()) >= 4
+    scores = [v for s in state.scores.values() for v in s.values()]
+    assert all(v is None or 0 <= v <= 1 for v in scores)
+    assert arch_search.PRESETS["smoke"].population == 8
