@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run char-rnn test test-all bench clean
+.PHONY: install run search char-rnn test test-all bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,9 @@ install: $(STAMP)
 
 run: $(STAMP)
 	$(PY) -m experiments.jozefowicz run --preset quick
+
+search: $(STAMP)
+	$(PY) -m experiments.jozefowicz search --preset quick
 
 char-rnn: $(STAMP)
 	$(PY) -m experiments.char_rnn --preset quick
@@ -34,6 +37,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.levers
 	$(PY) -m benchmarks.profile_ops
 	$(PY) -m benchmarks.population_speed
+	$(PY) -m benchmarks.search_throughput
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from recurrax.graph import ACTIVATIONS, BINARY, LEAVES, Graph, Node, canonical, order
+from recurrax.graph import (ACTIVATIONS, BINARY, LEAVES, Graph, Node, canonical, leaves_read,
+                            order)
 
 MUTATIONS = ("swap_activation", "swap_elementwise", "insert_activation", "remove_node",
              "replace_with_ancestor", "replace_with_combination")
@@ -42,9 +43,7 @@ def problems(graph: Graph) -> list[str]:
         return [str(e)]
     out = [f"{role}' is the leaf {name!r}, not a node"
            for role, name in (("h", graph.h), ("c", graph.c)) if name in LEAVES]
-    reads = {leaf: {leaf} for leaf in LEAVES}
-    for n in names:
-        reads[n] = set().union(*(reads[a] for a in graph.nodes[n].args))
+    reads = leaves_read(graph, names)
     if "x" not in reads[graph.h]:
         out.append("h' ignores the input x")
     if not reads[graph.h] & {"h", "c"}:
@@ -120,24 +119,24 @@ def _ancestors(graph: Graph, name: str) -> list[str]:
     return [a for a in (*LEAVES, *order(graph)) if a in found]
 
 
-def swap_activation(graph: Graph, rng: np.random.Generator) -> Graph | None:
-    """Give an activation node (tanh, sigmoid, ...) another activation."""
-    sites = [n for n in order(graph) if graph.nodes[n].op in ACTIVATIONS]
+def _swap_op(graph: Graph, rng: np.random.Generator, ops) -> Graph | None:
+    """Give a node whose op is one of `ops` another of them."""
+    sites = [n for n in order(graph) if graph.nodes[n].op in ops]
     if not sites:
         return None
     name = _pick(rng, sites)
-    op = _pick(rng, [a for a in ACTIVATIONS if a != graph.nodes[name].op])
+    op = _pick(rng, [o for o in ops if o != graph.nodes[name].op])
     return graph._replace(nodes={**graph.nodes, name: graph.nodes[name]._replace(op=op)})
+
+
+def swap_activation(graph: Graph, rng: np.random.Generator) -> Graph | None:
+    """Give an activation node (tanh, sigmoid, ...) another activation."""
+    return _swap_op(graph, rng, ACTIVATIONS)
 
 
 def swap_elementwise(graph: Graph, rng: np.random.Generator) -> Graph | None:
     """Give an add, sub or mul node another of the three ops."""
-    sites = [n for n in order(graph) if graph.nodes[n].op in BINARY]
-    if not sites:
-        return None
-    name = _pick(rng, sites)
-    op = _pick(rng, [b for b in BINARY if b != graph.nodes[name].op])
-    return graph._replace(nodes={**graph.nodes, name: graph.nodes[name]._replace(op=op)})
+    return _swap_op(graph, rng, tuple(BINARY))
 
 
 def insert_activation(graph: Graph, rng: np.random.Generator) -> Graph | None:

@@ -208,21 +208,28 @@ Evaluate = Callable[[Stage, list[G.Graph], list[dict]], list]
 
 def run(log: ResultsFile, stages: list[Stage], seeds: dict[str, G.Graph], evaluate: Evaluate,
         proposer: Proposer, *, population: int, candidates: int, reference: str = "gru",
-        baselines: dict[str, G.Graph] | None = None,
-        seed: int = 0, on_stage: Callable | None = None) -> State:
+        baselines: dict[str, G.Graph] | None = None, seed: int = 0,
+        on_stage: Callable | None = None, tag: dict | None = None) -> State:
     """Search until `candidates` children have been created and every queue
     is empty; resumes from `log`. `evaluate(stage, graphs, hypers)` trains the
     evaluations of one population on one stage and returns a score (or None,
     diverged) per evaluation. `on_stage(stage, ids, state)` is called after
-    each stage's population (for progress)."""
+    each stage's population (for progress). `tag` is written into every
+    evaluation record; a log holding records with another tag is refused (it
+    belongs to another definition of the search)."""
     if reference not in seeds:
         raise ValueError(f"search: the reference {reference!r} must be one of the seeds "
                          f"{sorted(seeds)}")
+    tag = tag or {}
     state = load(log)
+    other = sum(any(e.get(k) != v for k, v in tag.items()) for e in state.evals.values())
+    if other:
+        raise SystemExit(f"{log.path} holds {other} evaluations of another search ({tag} "
+                         f"expected); move that file away or log to a new one")
     if not state.evals:
         for r in seed_round(seeds, baselines or {}, proposer,
                             np.random.default_rng([seed, 0]), population):
-            log.append(r)
+            log.append({**r, **tag})
         state = load(log)
     while True:
         waiting = queues(state, stages, reference)
@@ -235,7 +242,7 @@ def run(log: ResultsFile, stages: list[Stage], seeds: dict[str, G.Graph], evalua
             rng = np.random.default_rng([seed, rounds])
             for r in propose(state, stages, reference, proposer, rng,
                              population - len(waiting[0]), rounds, len(state.evals)):
-                log.append(r)
+                log.append({**r, **tag})
             state = load(log)
             continue
         elif any(waiting):  # the end: flush the queues, earliest first

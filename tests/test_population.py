@@ -109,3 +109,27 @@ def test_many_steps_in_one_call_equal_one_step_at_a_time():
     np.testing.assert_allclose(np.asarray(metrics["loss"]), history, rtol=1e-5)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
                  together.states, pop.states)
+
+
+def test_each_member_sees_its_own_context():
+    """A per-member constant reaches the loss: with L = k_m ‖θ‖², one SGD step
+    of rate η (no clipping) gives θ(1 − 2ηk_m) for member m."""
+    import jax.numpy as jnp
+    import optax
+
+    from recurrax import population
+
+    def loss(params, batch, carry, key, k):
+        return k * jnp.sum(params["w"] ** 2), (carry, {})
+
+    opt = train.make_optimizer(1.0, base=optax.sgd)
+    k = np.array([0.0, 1.0, 3.0], np.float32)
+    pop = population.init_population(lambda key: {"w": jnp.ones(2)}, opt, seeds=np.arange(3),
+                                     learning_rate=np.full(3, 0.1), clip_norm=np.full(3, 1e6),
+                                     context=k)
+    pop, _ = population.make_population_step(loss, opt)(pop, {"x": np.zeros(1)})
+    np.testing.assert_allclose(pop.states.params["w"][:, 0], 1 - 2 * 0.1 * k, rtol=1e-6)
+    with np.testing.assert_raises(ValueError):
+        population.init_population(lambda key: {"w": jnp.ones(2)}, opt, seeds=np.arange(3),
+                                   learning_rate=np.full(3, 0.1), clip_norm=np.full(3, 1.0),
+                                   context=np.zeros(2))

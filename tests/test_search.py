@@ -3,7 +3,6 @@ filters, the queues, the list, and a run killed and resumed."""
 
 import hashlib
 
-import numpy as np
 import pytest
 
 from experiments.jozefowicz import __main__ as cli

@@ -25,10 +25,18 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import time
 from pathlib import Path
 
-import jax
+# XLA CPU's concurrency-optimized scheduler off: with it, training the search's
+# populations wedged within 2 to 5 populations in each of four tries; without
+# it, none in six (see README, "XLA CPU stalls"). Set before jax starts its backend.
+_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
+if "concurrency_optimized_scheduler" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_FLAG}".strip()
+
+import jax  # noqa: E402
 
 from experiments.jozefowicz import protocol, report, runner, tasks as harness_tasks, watchdog
 from experiments.jozefowicz import search as arch_search

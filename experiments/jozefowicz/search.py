@@ -14,8 +14,10 @@ memorization, arithmetic and XML, perplexity for the language model.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from dataclasses import dataclass, field
+import hashlib
+from dataclasses import asdict, dataclass, field
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +26,7 @@ import optax
 
 from experiments.jozefowicz import tasks as harness_tasks
 from recurrax import graph as G
-from recurrax import losses, models, population, search, train, universal
+from recurrax import models, population, search, train, universal
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ PRESETS = {
         {"memorization": 150, "arithmetic": 150, "xml": 100, "words": 100},
         hidden=24, population=24, candidates=200, unroll=20,
         task_kwargs={"memorization": _MEMO,
-                     "arithmetic": dict(n_train=5000, n_valid=200, n_test=200, max_digits=1,
+                     "arithmetic": dict(n_train=5000, n_valid=200, n_test=200, max_digits=2,
                                         max_distractors=1),
                      "xml": dict(n_train=2000, n_valid=100, n_test=100),
                      "words": dict(vocab_size=500)}),
@@ -134,7 +136,7 @@ class Trainer:
             learning_rate=h["learning_rate"], clip_norm=h["clip_norm"],
             init_scale=h["init_scale"], carry=carry, context=programs)
         chunk = population.stack_batches([s.train.batch(i) for i in range(p.steps[s.name])])
-        pop, _ = steps(pop, chunk)
+        pop, _ = jax.block_until_ready(steps(pop, chunk))  # one program at a time (see README)
         members = None if carry is None else jax.tree.map(
             lambda c: jnp.broadcast_to(c, (p.population,) + c.shape), carry)
         params = jax.vmap(_with_program)(pop.states.params, pop.context)
@@ -155,8 +157,14 @@ def _without_program(params: dict) -> dict:
     return {**params, "layers": (cell,)}
 
 
+def fingerprint(preset: SearchPreset, layout: universal.Layout) -> str:
+    """A digest of the preset and the layout: a log resumes only its own search."""
+    return hashlib.sha256(repr((asdict(preset), layout)).encode()).hexdigest()[:8]
+
+
 def run(preset: SearchPreset, results, on_stage=None, candidates: int | None = None):
-    """The search of `preset`, logged to (and resumed from) `results`."""
+    """The search of `preset`, logged to (and resumed from) `results`; the
+    number of candidates may grow on a rerun (`candidates`) without a new log."""
     layout = universal.Layout()
     proposer = search.Proposer(
         draw_hyper=functools.partial(draw_hyper, preset),
@@ -165,7 +173,10 @@ def run(preset: SearchPreset, results, on_stage=None, candidates: int | None = N
     return search.run(results, stages(preset), {n: G.GRAPHS[n] for n in SEEDS},
                       Trainer(preset, layout), proposer, population=preset.population,
                       candidates=preset.candidates if candidates is None else candidates,
-                      baselines={n: G.GRAPHS[n] for n in BASELINES}, on_stage=on_stage)
+                      baselines={n: G.GRAPHS[n] for n in BASELINES}, on_stage=on_stage,
+                      tag={"preset": preset.name,
+                           "fingerprint": fingerprint(dataclasses.replace(
+                               preset, candidates=0), layout)})
 
 
 def report(state: search.State, preset_stages: list[search.Stage], top: int = 10) -> str:

@@ -1,12 +1,12 @@
 """How each task of the study is fed to a model, trained and scored.
 
-| task       | data            | input     | loss per step                 | reported (test)            |
-| ---------- | --------------- | --------- | ----------------------------- | -------------------------- |
-| memorization | `Examples`    | tokens    | cross-entropy, answer only    | accuracy on answer symbols |
-| arithmetic | `Examples`      | tokens    | cross-entropy, answer only    | accuracy on answer chars   |
-| xml        | `Stream`, TBPTT | tokens    | cross-entropy                 | next-character accuracy    |
-| words      | `Stream`, TBPTT | tokens    | cross-entropy                 | perplexity, exp(−NLL)      |
-| music      | piano `Rolls`   | 0/1 frame | Bernoulli NLL summed over keys| NLL per time step          |
+| task         | data            | input     | loss per step                  | reported (test)            |
+| ------------ | --------------- | --------- | ------------------------------ | -------------------------- |
+| memorization | `Examples`      | tokens    | cross-entropy, answer only     | accuracy on answer symbols |
+| arithmetic   | `Examples`      | tokens    | cross-entropy, answer only     | accuracy on answer chars   |
+| xml          | `Stream`, TBPTT | tokens    | cross-entropy                  | next-character accuracy    |
+| words        | `Stream`, TBPTT | tokens    | cross-entropy                  | perplexity, exp(−NLL)      |
+| music        | piano `Rolls`   | 0/1 frame | Bernoulli NLL summed over keys | NLL per time step          |
 
 Every `loss_fn` has the signature of `recurrax.train`; `evaluate` scores a
 whole population on a split at once (metrics per member).
@@ -68,7 +68,8 @@ def prepare(name: str, batch: int, unroll: int, task_kwargs: dict | None = None)
                      batching.ExampleBatches(_rolls_as_examples(t.train),
                                              min(batch, len(t.train.lengths)), seed=0),
                      whole(t.valid), whole(t.test), "nll_per_step", False)
-    raise ValueError(f"unknown task {name!r}; expected memorization, arithmetic, xml, words or music")
+    raise ValueError(f"unknown task {name!r}; expected memorization, arithmetic, xml, words "
+                     f"or music")
 
 
 def make_loss(kind: str, model) -> Callable:
