@@ -38,9 +38,11 @@ from recurrax.cells import _common as C
 from recurrax.protocols import Cell
 
 LEAVES = ("x", "h", "c", "1")
+#: The paper's Linear(s, ·) activations: op name -> s (see the module docstring).
+SCALES = {"lin0": 0.0, "lin1": 1.0, "lin0.9": 0.9, "lin1.1": 1.1}
 UNARY = {"tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid, "relu": jax.nn.relu,
          "identity": lambda a: a,
-         **{f"lin{s}": (lambda s: lambda a: s * a)(float(s)) for s in ("0", "1", "0.9", "1.1")}}
+         **{name: (lambda s: lambda a: s * a)(s) for name, s in SCALES.items()}}
 #: The activations the search swaps and inserts (every unary op).
 ACTIVATIONS = tuple(UNARY)
 BINARY = {"add": jnp.add, "sub": jnp.subtract, "mul": jnp.multiply}
@@ -179,9 +181,9 @@ _SYMBOLS = {
     "latex": {"sigmoid": r"\sigma({})", "tanh": r"\tanh({})", "relu": r"\mathrm{{relu}}({})",
               "mul": r" \odot ", "sub": " - ", "add": " + ", "W": "W_{{{}}}", "b": "b_{{{}}}"},
 }
-for _s in ("0", "1", "0.9", "1.1"):
-    _SYMBOLS["text"][f"lin{_s}"] = f"Linear({_s}, {{}})"
-    _SYMBOLS["latex"][f"lin{_s}"] = rf"\mathrm{{{{Linear}}}}({_s}, {{}})"
+for _name in SCALES:
+    _SYMBOLS["text"][_name] = f"Linear({_name[3:]}, {{}})"
+    _SYMBOLS["latex"][_name] = rf"\mathrm{{{{Linear}}}}({_name[3:]}, {{}})"
 
 
 def equations(graph: Graph, latex: bool = False) -> list[str]:

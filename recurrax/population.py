@@ -67,15 +67,15 @@ def init_population(
     `context` the members' constants (leaves `[M, ...]`), if any."""
     seeds = np.asarray(seeds)
     M = len(seeds)
-    sizes = [("learning_rate", learning_rate), ("clip_norm", clip_norm),
-             ("init_scale", init_scale)]
-    sizes += [("context", leaf) for leaf in jax.tree.leaves(context)]
-    for name, a in sizes:
-        leading = np.shape(a) if name != "context" else np.shape(a)[:1]
-        if a is not None and leading != (M,):
-            raise ValueError(f"init_population: {name} must have shape ({M},"
-                             f"{' ...' if name == 'context' else ''}) like seeds, "
+    for name, a in [("learning_rate", learning_rate), ("clip_norm", clip_norm),
+                    ("init_scale", init_scale)]:
+        if a is not None and np.shape(a) != (M,):
+            raise ValueError(f"init_population: {name} must have shape ({M},) like seeds, "
                              f"got {np.shape(a)}")
+    for leaf in jax.tree.leaves(context):
+        if np.shape(leaf)[:1] != (M,):
+            raise ValueError(f"init_population: every context leaf must have shape ({M}, ...) "
+                             f"like seeds, got {np.shape(leaf)}")
     scale = np.ones(M) if init_scale is None else np.asarray(init_scale)
 
     def member(seed, lr, s):

@@ -2,8 +2,8 @@ r"""The architecture search of Jozefowicz et al. (2015), as a resumable loop.
 
 A list of the best cells (`keep` of them, the paper's 100) starts from the
 seed cells (the LSTM and the GRU); baseline cells (MUT1-3) are evaluated
-beside them under the same budget and never mutated. Each round fills a population of
-evaluations; each is either
+beside them under the same budget and never mutated. Each round fills a
+population of evaluations; each is either
 
 * a re-evaluation (probability `p_reevaluate`): a listed cell with fresh
   hyperparameters, or

@@ -20,14 +20,13 @@ can be linear),
              R[a_k] ∘ R[b_k]       (∘ ∈ +, −, ⊙) f(R[a_k])          (f an activation)
 
 A slot computes every op it may hold and `lax.select_n` keeps the one `op[k]`
-names: the price of one program for all graphs. The `Layout` says which slot
-may hold what: its first `prepare` slots hold the nodes that read no state
-(x-only, as `graph.compile` hoists them) and run in `prepare` over the whole
-sequence, any op each; then one slot per letter of `step` runs every time
-step, "L" a linear map and "E" any other op, so a step does one matmul per
-"L" rather than one per slot. `encode` places a graph's nodes in order, each in
-the first free slot of its kind after its arguments', or says that it does not
-fit. The input must be `H` wide (an embedding of size `H`, as in the paper's
+names: the price of one program for all graphs. The `Layout` groups the
+slots, each group computed at once: the `prepare` groups hold the nodes that
+read no state (x-only, as `graph.compile` hoists them) and run in `prepare`
+over the whole sequence, any op each; the `step` groups run every time step,
+"L" groups a linear map (one batched matmul) and "E" groups any other op.
+`encode` places a graph's nodes in order, each in the first group of its kind
+after its arguments' groups with a free slot, or says that it does not fit. The input must be `H` wide (an embedding of size `H`, as in the paper's
 search). The carry is `(c, h)` for every graph; a cell without a memory
 writes `c' = R[4] = 0`.
 
@@ -58,7 +57,6 @@ from recurrax.protocols import Cell
 X, H_ROW, C_ROW, ONE, ZERO = range(5)
 FIRST = 5  # the row of slot 0
 LINEAR, BIAS = G.OPS.index("linear"), G.OPS.index("bias")
-_SCALES = {f"lin{s}": float(s) for s in ("0", "1", "0.9", "1.1")}
 
 
 class Layout(NamedTuple):
@@ -199,7 +197,7 @@ def _group_grads(kind: str, op, g, a, b, y, W):
              "add": (g, g), "sub": (g, -g), "mul": (g * b, g * a),
              "tanh": (g * (1 - y * y), zero), "sigmoid": (g * y * (1 - y), zero),
              "relu": (jnp.where(a > 0, g, 0), zero), "identity": (g, zero)}
-    cases |= {name: (s * g, zero) for name, s in _SCALES.items()}
+    cases |= {name: (s * g, zero) for name, s in G.SCALES.items()}
     which = jnp.broadcast_to(_expand(op, g), g.shape)
     return tuple(lax.select_n(which, *(cases[o][i] for o in G.OPS)) for i in (0, 1))
 

@@ -75,7 +75,7 @@ def fingerprint(preset: Preset) -> str:
     return hashlib.sha256(repr(asdict(preset)).encode()).hexdigest()[:8]
 
 
-def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
+def log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
     return float(np.exp(rng.uniform(np.log(low), np.log(high))))
 
 
@@ -93,9 +93,9 @@ def draw_trial(preset: Preset, task: str, arch: str, index: int) -> dict:
         "key": f"{preset.name}/{task}/{arch}/{index}", "preset": preset.name,
         "preset_fingerprint": fingerprint(preset), "task": task,
         "arch": arch, "trial": index, "seed": seed,
-        "init_scale": _log_uniform(rng, 0.3, 2.0),
-        "learning_rate": _log_uniform(rng, 0.05, 5.0),
-        "clip_norm": _log_uniform(rng, 1.0, 20.0),
+        "init_scale": log_uniform(rng, 0.3, 2.0),
+        "learning_rate": log_uniform(rng, 0.05, 5.0),
+        "clip_norm": log_uniform(rng, 1.0, 20.0),
         "layers": int(rng.choice(preset.layers)),
     }
 

@@ -25,6 +25,7 @@ import numpy as np
 import optax
 
 from experiments.jozefowicz import tasks as harness_tasks
+from experiments.jozefowicz.protocol import log_uniform
 from recurrax import graph as G
 from recurrax import models, population, search, train, universal
 
@@ -76,15 +77,11 @@ SEEDS = ("lstm", "gru")
 BASELINES = ("mut1", "mut2", "mut3")
 
 
-def _log_uniform(rng: np.random.Generator, low_high: tuple[float, float]) -> float:
-    return float(np.exp(rng.uniform(*np.log(low_high))))
-
-
 def draw_hyper(preset: SearchPreset, rng: np.random.Generator) -> dict:
     return {"seed": int(rng.integers(2**31 - 1)),
-            "learning_rate": _log_uniform(rng, preset.learning_rate),
-            "clip_norm": _log_uniform(rng, preset.clip_norm),
-            "init_scale": _log_uniform(rng, preset.init_scale)}
+            "learning_rate": log_uniform(rng, *preset.learning_rate),
+            "clip_norm": log_uniform(rng, *preset.clip_norm),
+            "init_scale": log_uniform(rng, *preset.init_scale)}
 
 
 def stages(preset: SearchPreset) -> list[search.Stage]:
