@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run search char-rnn test test-all bench clean
+.PHONY: install run search char-rnn applications test test-all bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,12 @@ search: $(STAMP)
 
 char-rnn: $(STAMP)
 	$(PY) -m experiments.char_rnn --preset quick
+
+applications: $(STAMP)
+	$(PY) -m experiments.gradient_flow --preset quick
+	$(PY) -m experiments.addition --preset quick
+	$(PY) -m experiments.sentiment --preset quick
+	$(PY) -m experiments.captioning --preset quick
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -5,11 +5,14 @@
     carry, ys = recurrax.scan(cell, params, xs)      # xs: [T, *batch, D]
 
 See `recurrax.cells` for the cells and their equations, `recurrax.scan` for
-running a sequence, and `layer`, `stack`, `bidirectional` for combinators.
+running a sequence, and `layer`, `stack`, `bidirectional` for combinators;
+`attention` (feed-forward, additive, soft visual), `beam` (beam search),
+`bleu`, `analysis` (gradient flow) and `captioner` for the applications.
 """
 
 from recurrax import (
-    batching, cells, checkpoint, deferred, initializers, losses, models, ngram, nn, sample, train,
+    analysis, attention, batching, beam, bleu, captioner, cells, checkpoint, deferred, initializers,
+    losses, models, ngram, nn, sample, train,
 )
 from recurrax.combinators import bidirectional, layer, stack
 from recurrax.masking import reverse_sequence, sequence_mask
@@ -21,7 +24,7 @@ __version__ = "0.1.0"
 from recurrax.resets import with_resets
 
 __all__ = [
-    "Cell", "Seq", "batching", "bidirectional", "cells", "checkpoint", "default_hoist", "deferred",
+    "Cell", "Seq", "analysis", "attention", "batching", "beam", "bleu", "captioner", "bidirectional", "cells", "checkpoint", "default_hoist", "deferred",
     "initializers", "layer", "losses", "models", "ngram", "nn", "reverse_sequence", "sample",
     "scan", "sequence_mask", "stack", "step", "train", "with_resets",
 ]

@@ -1,7 +1,7 @@
 """Small stateless building blocks used around recurrent layers: `embedding`,
-`dense` and `dropout`.
+`dense`, `conv2d` and `dropout`.
 
-`embedding` and `dense` are `Layer`s, a `NamedTuple` of pure functions in the
+`embedding`, `dense` and `conv2d` are `Layer`s, a `NamedTuple` of pure functions in the
 style of `Cell` and `Seq`: `init(key, input_size) -> params` and
 `apply(params, x) -> y`.
 """
@@ -70,6 +70,53 @@ def dense(
                 f"got shape {tuple(x.shape)}"
             )
         y = x @ params["W"]
+        return y + params["b"] if use_bias else y
+
+    return Layer(init_fn, apply)
+
+
+def conv2d(
+    features: int,
+    kernel_size: int = 3,
+    *,
+    stride: int = 1,
+    padding: str = "SAME",
+    use_bias: bool = True,
+    kernel_init: Initializer = jax.nn.initializers.lecun_normal(),
+    bias_init: Initializer = jax.nn.initializers.zeros,
+    dtype=jnp.float32,
+) -> Layer:
+    r"""A 2-D convolution (cross-correlation, as in every deep-learning
+    library) over images `x[*batch, H, W, C]` (channels last):
+
+        y[i, j, o] = b[o] + Σ_{u, v < k} Σ_c x[s·i + u − p_h, s·j + v − p_w, c] W[u, v, c, o]
+
+    with `k = kernel_size`, `s = stride`, out-of-range `x` read as 0.
+    `padding="VALID"`: `p = 0`, `H' = ⌊(H − k) / s⌋ + 1`. `padding="SAME"`:
+    `H' = ⌈H / s⌉`, padded by `P = max((H' − 1) s + k − H, 0)` in all, `p_h =
+    ⌊P / 2⌋` before (the rest after), likewise for W. `init(key, C)` ->
+    `{"W": (k, k, C, features), "b": (features,)}`; `apply` keeps any leading
+    batch axes.
+    """
+    if padding not in ("SAME", "VALID"):
+        raise ValueError(f"conv2d: padding must be 'SAME' or 'VALID', got {padding!r}")
+
+    def init_fn(key: jax.Array, in_channels: int) -> dict:
+        k_w, k_b = jax.random.split(key)
+        params = {"W": kernel_init(k_w, (kernel_size, kernel_size, in_channels, features), dtype)}
+        if use_bias:
+            params["b"] = bias_init(k_b, (features,), dtype)
+        return params
+
+    def apply(params: dict, x: jax.Array) -> jax.Array:
+        if x.ndim < 3 or x.shape[-1] != params["W"].shape[2]:
+            raise ValueError(f"conv2d: x must be [*batch, H, W, {params['W'].shape[2]}], "
+                             f"got shape {tuple(x.shape)}")
+        batch = x.shape[:-3]
+        images = x.reshape((-1,) + x.shape[-3:])
+        y = jax.lax.conv_general_dilated(images, params["W"], (stride, stride), padding,
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        y = y.reshape(batch + y.shape[1:])
         return y + params["b"] if use_bias else y
 
     return Layer(init_fn, apply)

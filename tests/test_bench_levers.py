@@ -38,6 +38,7 @@ def test_variant_matches_recurrax(name):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow  # kept out of the default run for the 10-minute budget
 def test_deferred_grad_matches_finite_differences():
     with jax.enable_x64(True):
         params, xs = _params_and_xs(jnp.float64)
@@ -55,6 +56,7 @@ def test_deferred_grad_matches_finite_differences():
             np.testing.assert_allclose(jnp.vdot(g, direction), fd, rtol=1e-7, atol=1e-9)
 
 
+@pytest.mark.slow  # kept out of the default run for the 10-minute budget
 def test_levers_thunks_build_for_every_variant():
     """The benchmark's thunk table holds every variant and the PyTorch peer
     (PyTorch optional: skipped without it)."""

@@ -12,6 +12,7 @@ TINY = ["--hidden", "16", "--embed", "8", "--batch", "4", "--unroll", "16", "--e
         "--sample-length", "20"]
 
 
+@pytest.mark.slow  # kept out of the default run for the 10-minute budget
 @pytest.mark.data
 def test_a_resumed_run_matches_an_uninterrupted_one(tmp_path, capsys):
     straight = char_rnn.main([*TINY, "--train-steps", "4", "--out", str(tmp_path / "a")])

