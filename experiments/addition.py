@@ -77,6 +77,7 @@ import numpy as np
 import optax
 
 import recurrax
+from experiments.cli import preset_config, preset_parser, pyplot, save_figure
 from experiments.progress import progress_bar
 from recurrax import attention, nn, train
 from recurrax.tasks import addition as task
@@ -96,19 +97,11 @@ PRESETS = {
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
+    parser = preset_parser(__doc__, PRESETS, cache_dir=False)
     parser.add_argument("--lengths", type=int, nargs="+", default=None, help="the T0 values")
     parser.add_argument("--models", nargs="+", choices=MODELS, default=None)
-    for name, value in PRESETS["quick"].items():
-        if not isinstance(value, list):
-            parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=None,
-                                help=f"override the preset's {name}")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
-    config = dict(PRESETS[args.preset], seed=args.seed)
-    config.update({k: v for k, v in vars(args).items() if k in config and v is not None})
+    config = preset_config(args, PRESETS)
     if min(config["lengths"]) < task.MIN_LENGTH:
         parser.error(f"--lengths: every T0 must be at least {task.MIN_LENGTH}, "
                      f"got {config['lengths']}")
@@ -241,9 +234,7 @@ def smooth(values: list[float], width: int) -> np.ndarray:
 
 
 def plot(rows: list[dict], lengths: list[int], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(lengths), figsize=(3.2 * len(lengths), 3.2), sharey=True,
                              squeeze=False)
     colors = dict(zip(MODELS, ["C0", "C3", "C2"]))
@@ -260,9 +251,7 @@ def plot(rows: list[dict], lengths: list[int], path: Path) -> None:
     axes[0][0].set_ylabel("MSE (line: train, dots: held-out)")
     axes[0][-1].legend(fontsize=7)
     fig.suptitle("adding problem: feed-forward attention vs LSTM", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv=None) -> dict:

@@ -80,6 +80,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from experiments.cli import preset_config, preset_parser, pyplot, save_figure
 from experiments.progress import progress_bar
 from recurrax import beam, bleu, captioner, train
 from recurrax.tasks import captions as data
@@ -96,20 +97,12 @@ EXAMPLES = 8
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
+    parser = preset_parser(__doc__, PRESETS)
     parser.add_argument("--data", choices=("real", "shapes"), default="real")
-    for name, value in PRESETS["quick"].items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=None,
-                            help=f"override the preset's {name}")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--figure-index", type=int, default=None,
                         help="which test image attention.png shows (default: best greedy BLEU)")
-    parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--cache-dir", type=Path, default=None)
     args = parser.parse_args(argv)
-    config = dict(PRESETS[args.preset], seed=args.seed, data=args.data)
-    config.update({k: v for k, v in vars(args).items() if k in config and v is not None})
+    config = preset_config(args, PRESETS, data=args.data)
     args.config = config
     suffix = "" if args.data == "real" else f"-{args.data}"
     args.out = args.out or Path("results/captioning") / f"{args.preset}{suffix}"
@@ -186,26 +179,20 @@ def baselines(ds: data.CaptionSet) -> dict:
 
 
 def plot_loss(history: list[dict], path: Path, title: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     steps = [h["step"] for h in history]
     ax.plot(steps, [h["train_nll"] for h in history], label="train (running mean)")
     ax.plot(steps, [h["valid_nll"] for h in history], marker="o", label="valid")
     ax.set(xlabel="step", ylabel="cross-entropy per word (nats)", title=title)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_attention(image: np.ndarray, words: list[str], alphas: np.ndarray, grid: int,
                    reference: str, path: Path) -> None:
     """The image, then one panel per generated word with its α (grid×grid) upsampled over it."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     S = image.shape[0]
     n = len(words) + 1
     cols = min(n, 6)
@@ -223,9 +210,7 @@ def plot_attention(image: np.ndarray, words: list[str], alphas: np.ndarray, grid
         ax.set_title(f"{word}  (max α {alphas[k].max():.2f})", fontsize=8)
     fig.suptitle(textwrap.fill("greedy caption: " + " ".join(w for w in words if w != data.END),
                                100), fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def main(argv=None) -> dict:

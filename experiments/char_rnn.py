@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from experiments.cli import preset_config, preset_parser, pyplot, save_figure
 from experiments.progress import progress_bar
 from recurrax import batching, checkpoint, losses, models, ngram, sample, tasks, train
 
@@ -43,19 +44,11 @@ EVAL_BATCH, EVAL_UNROLL = 64, 256
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
-    for name, value in PRESETS["quick"].items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=None,
-                            help=f"override the preset's {name}")
+    parser = preset_parser(__doc__, PRESETS)
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--sample-length", type=int, default=300)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--cache-dir", type=Path, default=None)
     args = parser.parse_args(argv)
-    config = dict(PRESETS[args.preset], seed=args.seed)
-    config.update({k: v for k, v in vars(args).items() if k in config and v is not None})
+    config = preset_config(args, PRESETS)
     if config["cell"] in ("mut1", "mut2"):
         config["embed"] = config["hidden"]  # they add x itself to an H-wide sum
     args.config = config
@@ -107,9 +100,7 @@ def generate(lm, params, vocab, prompt: str, length: int, temperature: float, se
 
 
 def plot(history: list[dict], path: Path, ngram_bpc: float) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     steps = [h["step"] for h in history]
     ax.plot(steps, [h["train_bpc"] for h in history], label="train (running)")
@@ -117,9 +108,7 @@ def plot(history: list[dict], path: Path, ngram_bpc: float) -> None:
     ax.axhline(ngram_bpc, color="gray", linestyle="--", label="best add-k n-gram (valid)")
     ax.set(xlabel="step", ylabel="bits per character", title="char-RNN on Shakespeare")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv=None) -> dict:

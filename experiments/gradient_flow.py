@@ -76,6 +76,7 @@ import numpy as np
 import optax
 
 import recurrax
+from experiments.cli import preset_config, preset_parser, pyplot, save_figure
 from recurrax import train
 from recurrax.analysis import gradient_flow
 
@@ -90,18 +91,8 @@ FORGET_BIASES = (0.0, 1.0, 3.0, 5.0)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
-    for name, value in PRESETS["quick"].items():
-        kind = dict(action=argparse.BooleanOptionalAction) if isinstance(value, bool) else \
-            dict(type=type(value))
-        parser.add_argument(f"--{name.replace('_', '-')}", **kind, default=None,
-                            help=f"override the preset's {name}")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args(argv)
-    config = dict(PRESETS[args.preset], seed=args.seed)
-    config.update({k: v for k, v in vars(args).items() if k in config and v is not None})
+    args = preset_parser(__doc__, PRESETS, cache_dir=False).parse_args(argv)
+    config = preset_config(args, PRESETS)
     args.config = config
     args.out = args.out or Path("results/gradient_flow") / args.preset
     return args
@@ -183,9 +174,7 @@ def gradient_norms(cell, loss, opt):
 
 
 def plot(results: dict, path: Path, T: int, clip: float) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(11, 8))
     colors = dict(zip(results, plt.cm.tab20.colors[::2] + plt.cm.tab20.colors[1::2]))
     distance = np.arange(T + 1)
@@ -212,9 +201,7 @@ def plot(results: dict, path: Path, T: int, clip: float) -> None:
     ax.set_xticks(x, names, rotation=60, ha="right", fontsize=7)
     ax.set(yscale="log", ylabel="global gradient norm", title="gradient clipping")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _sig(x: float) -> float:

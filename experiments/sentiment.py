@@ -68,6 +68,7 @@ import optax
 from scipy import optimize, sparse, special
 
 import recurrax
+from experiments.cli import preset_config, preset_parser, pyplot, save_figure
 from experiments.progress import progress_bar
 from recurrax import attention, nn, train
 from recurrax.tasks import polarity
@@ -82,17 +83,8 @@ L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
-    for name, value in PRESETS["quick"].items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=None,
-                            help=f"override the preset's {name}")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--cache-dir", type=Path, default=None)
-    args = parser.parse_args(argv)
-    config = dict(PRESETS[args.preset], seed=args.seed)
-    config.update({k: v for k, v in vars(args).items() if k in config and v is not None})
+    args = preset_parser(__doc__, PRESETS).parse_args(argv)
+    config = preset_config(args, PRESETS)
     args.config = config
     args.out = args.out or Path("results/sentiment") / args.preset
     return args
@@ -239,9 +231,7 @@ def top_attended(alpha: np.ndarray, ids: np.ndarray, length: int, vocab, k: int 
 
 
 def plot(history: list[dict], best: dict, bow: dict, examples: list[dict], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(11, 8))
     steps = [h["step"] for h in history]
     ax = axes[0, 0]
@@ -265,9 +255,7 @@ def plot(history: list[dict], best: dict, bow: dict, examples: list[dict], path:
         ax.set(xlabel="attention weight α_t (the 12 largest)",
                title=f"file row {ex['row']} (test): {ex['label']}, p(positive) = {ex['p']:.2f}")
         ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv=None) -> dict:
