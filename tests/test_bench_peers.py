@@ -115,6 +115,7 @@ def test_matmul_flops_equal_the_formula(cell, impl):
     assert timing.lstm_flops(*SHAPE, True) == timing.rnn_flops(*SHAPE, 4, True)
 
 
+@pytest.mark.slow  # kept out of the default run for the 10-minute budget
 def test_tiny_run_writes_records(tmp_path):
     from benchmarks import scan
 

@@ -30,6 +30,7 @@ def test_a_resumed_run_matches_an_uninterrupted_one(tmp_path, capsys):
     assert 20 <= len(straight["sample"]) - len("ROMEO.\n") <= 20 * 2  # 20 characters drawn
 
 
+@pytest.mark.slow  # kept out of the default run for the 10-minute budget
 @pytest.mark.data
 def test_a_run_with_other_settings_is_refused(tmp_path):
     char_rnn.main([*TINY, "--train-steps", "2", "--out", str(tmp_path)])
