@@ -47,7 +47,7 @@ import jax.numpy as jnp
 
 from recurrax import checks
 from recurrax.protocols import Carry, Cell
-from recurrax.scan import _promote_carry, _result_dtype
+from recurrax.scan import start_carry
 
 LossFn = Callable[[jax.Array, Carry], jax.Array]
 
@@ -112,13 +112,7 @@ def gradient_flow(cell: Cell, params: Any, xs: jax.Array, carry: Carry | None = 
         raise TypeError(f"loss_fn: expected a callable (ys, final_carry) -> scalar, "
                         f"got {type(loss_fn).__name__}")
     batch_shape = tuple(xs.shape[1:-1])
-    dtype = _result_dtype(cell, params, xs)
-    if carry is None:
-        carry = cell.initial_carry(batch_shape, dtype)
-    else:
-        checks.check_carry(cell, carry, batch_shape, dtype)
-        carry = _promote_carry(cell, params, carry,
-                               jax.ShapeDtypeStruct((*batch_shape, xs.shape[-1]), xs.dtype))
+    carry = start_carry(cell, params, xs, carry, batch_shape)
     for i, leaf in enumerate(jax.tree.leaves(carry)):
         if jnp.ndim(leaf) != len(batch_shape) + 1:
             raise ValueError(f"carry: gradient_flow needs every carry leaf of shape "

