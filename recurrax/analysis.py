@@ -30,9 +30,11 @@ cotangents of every δ_t at once; the K rows of `∂s_T/∂s_t` are the VJPs of
 the K unit vectors, vectorised with `jax.vmap` (K + 1 backward scans run as
 one batched scan). The per-step Jacobians `J_t` come from `jax.jacfwd` of
 `cell.step` vmapped over the trajectory, and their largest singular value
-from `jnp.linalg.svd`. All of it is exact (no estimator), and compiled once
-per cell, `loss_fn` and shapes: both are static, so pass the same function
-object, not a fresh `lambda` per call, to reuse the compiled program.
+from `jnp.linalg.svd`, one Jacobian at a time (`lax.map`: a batched LAPACK
+call can deadlock XLA CPU on jaxlib 0.10.0–0.10.2, see `recurrax.population`).
+All of it is exact (no estimator), and compiled once per cell, `loss_fn` and
+shapes: both are static, so pass the same function object, not a fresh
+`lambda` per call, to reuse the compiled program.
 Every row runs all T steps (there is no `lengths`).
 """
 
@@ -183,10 +185,12 @@ def _flow(cell: Cell, loss_fn: LossFn | None, params, xs, carry0, spectral: bool
 
 def _spectral_norms(cell, params, unravel, states, pxs) -> jax.Array:
     """`σ_max(J_t)`, `J_t = ∂s_{t+1}/∂s_t` at every `(t, row)` of the trajectory
-    `states [T, *batch, K]`: `jacfwd` of one step of one row, vmapped."""
+    `states [T, *batch, K]`: `jacfwd` of one step of one row, vmapped; the SVDs
+    unbatched (module docstring)."""
     def one_step(s, px):  # s [K] -> s' [K]
         return _ravel(cell.step(params, unravel(s), px)[0])
 
     K = states.shape[-1]
     J = jax.vmap(jax.jacfwd(one_step))(states.reshape(-1, K), pxs.reshape(-1, pxs.shape[-1]))
-    return jnp.linalg.svd(J, compute_uv=False)[:, 0].reshape(states.shape[:-1])
+    sigma_max = jax.lax.map(lambda j: jnp.linalg.svd(j, compute_uv=False)[0], J)
+    return sigma_max.reshape(states.shape[:-1])

@@ -17,6 +17,12 @@ pytree with a leading member axis (e.g. each member's architecture, a
 A member whose loss, gradient norm or new params are not finite is marked
 diverged at that step: it keeps its last finite params and never updates
 again, while the others go on.
+
+`init_population` draws the members one after another (`lax.map`), not
+`vmap`-ed: a `vmap`-ed draw turns each orthogonal initialiser's QR into one
+batched LAPACK call, and on jaxlib 0.10.0–0.10.2 two such calls at once can
+deadlock XLA CPU's intra-op pool (every worker waits for chunks that no worker
+is left to run). Unbatched QRs run inline; the values are the same.
 """
 
 from __future__ import annotations
@@ -57,39 +63,76 @@ def init_population(
     learning_rate: np.ndarray,
     clip_norm: np.ndarray,
     init_scale: np.ndarray | None = None,
+    init_offset: Any = None,
     carry: Any = None,
     context: Any = None,
 ) -> Population:
     """Members with their own `seeds[M]`, `learning_rate[M]`, `clip_norm[M]`
-    and `init_scale[M]` (every param of member m is `init_scale[m]` times what
-    `init_params(key_m)` draws). `optimizer` comes from `train.make_optimizer`
-    (its learning rate is set per member). `carry` is one member's carry;
-    `context` the members' constants (leaves `[M, ...]`), if any."""
+    and `init_scale[M]`. Member m's params, with `p_m = init_params(key_m)`
+    (`key_m` from `seeds[m]`) and `s_m = init_scale[m]` (default 1), are
+
+        θ_m = s_m · p_m                              (init_offset=None)
+        θ_m = o + s_m · (p_m − o)                    (init_offset=o)
+
+    so an offset `o` (a pytree like the params, leaves broadcastable to
+    theirs) is not scaled: e.g. the LSTM's forget-gate bias of 1 in `o` stays 1
+    while the draws around it are scaled. `optimizer` comes from
+    `train.make_optimizer` (its learning rate is set per member). `carry` is
+    one member's carry; `context` the members' constants (leaves `[M, ...]`),
+    if any. Members are drawn one at a time (module docstring: no batched
+    LAPACK calls), each exactly as `init_params(key_m)` alone."""
     seeds = np.asarray(seeds)
     M = len(seeds)
-    for name, a in [("learning_rate", learning_rate), ("clip_norm", clip_norm),
-                    ("init_scale", init_scale)]:
-        if a is not None and np.shape(a) != (M,):
-            raise ValueError(f"init_population: {name} must have shape ({M},) like seeds, "
-                             f"got {np.shape(a)}")
-    for leaf in jax.tree.leaves(context):
-        if np.shape(leaf)[:1] != (M,):
-            raise ValueError(f"init_population: every context leaf must have shape ({M}, ...) "
-                             f"like seeds, got {np.shape(leaf)}")
+    _check_member_arrays(M, learning_rate=learning_rate, clip_norm=clip_norm,
+                         init_scale=init_scale)
+    _check_context(M, context)
     scale = np.ones(M) if init_scale is None else np.asarray(init_scale)
 
     def member(seed, lr, s):
         key = jax.random.PRNGKey(seed)
         k_init, k_run = jax.random.split(key)
-        params = jax.tree.map(lambda p: p * s.astype(p.dtype), init_params(k_init))
+        params = _scaled(init_params(k_init), s, init_offset)
         state = TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32), carry, k_run)
         return state._replace(opt_state=train.set_learning_rate(state.opt_state, lr))
 
-    states = jax.jit(jax.vmap(member))(jnp.asarray(seeds, jnp.uint32),
-                                       jnp.asarray(learning_rate, jnp.float32),
-                                       jnp.asarray(scale, jnp.float32))
+    members = (jnp.asarray(seeds, jnp.uint32), jnp.asarray(learning_rate, jnp.float32),
+               jnp.asarray(scale, jnp.float32))
+    states = jax.jit(lambda xs: jax.lax.map(lambda x: member(*x), xs))(members)
     return Population(states, jnp.asarray(clip_norm, jnp.float32), jnp.zeros(M, bool),
                       jnp.full(M, -1, jnp.int32), jax.tree.map(jnp.asarray, context))
+
+
+def _check_member_arrays(M: int, **arrays) -> None:
+    """Each of `arrays` (or `None`) has shape `(M,)`, one entry per member."""
+    for name, a in arrays.items():
+        if a is not None and np.shape(a) != (M,):
+            raise ValueError(f"init_population: {name} must have shape ({M},) like seeds, "
+                             f"got {np.shape(a)}")
+
+
+def _check_context(M: int, context: Any) -> None:
+    """Every leaf of `context` has a leading member axis of length `M`."""
+    for leaf in jax.tree.leaves(context):
+        if np.shape(leaf)[:1] != (M,):
+            raise ValueError(f"init_population: every context leaf must have shape ({M}, ...) "
+                             f"like seeds, got {np.shape(leaf)}")
+
+
+def _scaled(params: Any, s: jax.Array, offset: Any) -> Any:
+    """`s · params`, or `offset + s · (params − offset)` (leaf by leaf, in each
+    param's dtype) when `offset` is not `None`."""
+    if offset is None:
+        return jax.tree.map(lambda p: p * s.astype(p.dtype), params)
+    if jax.tree.structure(offset) != jax.tree.structure(params):
+        raise ValueError(f"init_population: init_offset must be a pytree like the params, "
+                         f"got {jax.tree.structure(offset)} for params "
+                         f"{jax.tree.structure(params)}")
+
+    def one(p, o):
+        o = jnp.asarray(o, p.dtype)
+        return o + (p - o) * s.astype(p.dtype)
+
+    return jax.tree.map(one, params, offset)
 
 
 def make_population_step(loss_fn: train.LossFn, optimizer: optax.GradientTransformation

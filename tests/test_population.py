@@ -48,6 +48,48 @@ def test_init_scale_multiplies_every_param():
         np.testing.assert_allclose(W.T @ W, s * s * np.eye(case.H), atol=1e-5 * s * s)
 
 
+def drawn_alone(init_params, seed):
+    """What `init_params` draws for a member of seed `seed`, called on its own."""
+    k_init, _ = jax.random.split(jax.random.PRNGKey(seed))
+    return jax.jit(init_params)(k_init)
+
+
+def test_each_member_starts_as_init_params_alone():
+    """Member m's params are init_scale[m] · init_params(key_m): drawn one member at a
+    time (no batched QR), the same values as a draw on its own."""
+    pop = case.run(steps=0)[0]
+    lm, _, _, _, hyper = case.setup()
+    for m in range(case.M):
+        expected = jax.tree.map(lambda p: p * np.float32(hyper["init_scale"][m]),
+                                drawn_alone(lm.init, hyper["seeds"][m]))
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=0),
+                     member(pop.states.params, m), expected)
+
+
+def test_init_offset_is_not_scaled():
+    """With `init_offset` o, member m starts at o + s_m (init_params(key_m) − o): the
+    LSTM-b's forget-gate bias of 1 stays 1 at every scale, the rest is scaled around o."""
+    from recurrax import models, population
+    lm = models.language_model("lstm-b", case.V, case.H)
+    seeds, scale = np.arange(3) + 4, np.array([0.5, 1.0, 3.0])
+    offset = jax.tree.map(np.zeros_like, drawn_alone(lm.init, 0))
+    offset["layers"][0]["b_f"] = np.ones(case.H, np.float32)
+    offset["embed"]["E"] = np.full_like(offset["embed"]["E"], 0.25)
+    opt = train.make_optimizer(1.0)
+    pop = population.init_population(lm.init, opt, seeds=seeds, learning_rate=np.ones(3),
+                                     clip_norm=np.ones(3), init_scale=scale, init_offset=offset)
+    for m, s in enumerate(scale):
+        got = member(pop.states.params, m)
+        np.testing.assert_array_equal(got["layers"][0]["b_f"], 1.0)
+        expected = jax.tree.map(lambda p, o: o + s * (p - o), drawn_alone(lm.init, seeds[m]),
+                                offset)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+                     got, expected)
+    with pytest.raises(ValueError, match="init_offset"):
+        population.init_population(lm.init, opt, seeds=seeds, learning_rate=np.ones(3),
+                                   clip_norm=np.ones(3), init_offset={"embed": 0.0})
+
+
 @pytest.mark.slow  # kept out of the default run for the 10-minute budget
 def test_a_diverging_member_stops_and_the_others_go_on():
     lr = np.array([0.5, 1.0, 0.1, 1e38, 0.3, 0.7])  # member 3 overflows float32 within steps

@@ -2,10 +2,12 @@
 
 On this machine (jaxlib 0.10.2, 2 cores) the population loop was seen to stop
 for good, at 0% CPU: the main thread waits in `xla::Semaphore::Acquire` inside
-an executable's `Execute` while every XLA worker thread sleeps waiting for
-work. A stress run wedged after 300 to 4,200 SGD steps with asynchronous
-dispatch and after 3,300 with synchronous dispatch, with the Eigen pool on or
-off, so no flag avoids it. Training always keeps a core busy, so a process
+an executable's `Execute` while every XLA worker thread waits in a batched
+LAPACK QR (drawing orthogonal matrices for a `vmap`-ed population) for chunks
+that no worker is left to run, a deadlock of jaxlib 0.10.0–0.10.2. recurrax now
+draws one matrix at a time (`recurrax.population`), and no program it builds
+has a batched LAPACK call (`tests/test_no_batched_lapack.py`); this watchdog
+stays as a last resort. Training always keeps a core busy, so a process
 whose CPU time stops advancing for `seconds` while armed is wedged, not slow.
 Because every finished trial is already on disk, the cure is to start the
 same command again: it resumes, and only the population in flight is redone.
