@@ -8,13 +8,27 @@ other node is `H` wide and is one of
     bias     a + b       its own vector b (`b_*`)
     add, sub, mul        a + b, a − b, a ⊙ b
     tanh, sigmoid, relu, identity
-    lin0, lin1, lin0.9, lin1.1    the paper's Linear(s, a), read here as s·a
+    lin0, lin1, lin0.9, lin1.1    the paper's Linear(s, a): a W_k + b_k, its own
+                                  W_k ∈ ℝ^{H×H} (its `param`) and b_k (`b_k`)
 
-The paper lists Linear(0, x), Linear(1, x), Linear(0.9, x) and Linear(1.1, x)
-among its activations without (in the sources available to this project) a
-definition; we read Linear(s, x) as the scaling s·x, so Linear(0) cuts a
-connection and Linear(1) is the identity. That reading is ours, not checked
-against the paper's text.
+The paper lists Linear(0, ·), Linear(1, ·), Linear(0.9, ·) and Linear(1.1, ·)
+among its mutation activations. The source this project has (the study's
+notes, `shared/data/jozefowicz2015.md`) defines Linear(s, a) as a fresh
+learned linear map whose initial matrix has `s` added to its diagonal, so
+Linear(1, ·) starts near the identity and Linear(0, ·) is an ordinary linear
+layer. Here, in row-vector form,
+
+    Linear(s, a) = a W_k + b_k,   at init   W_k = K + s·I,   b_k = B
+
+where `K` is what the graph draws for any `linear` node's matrix (the
+`kernel` initialiser for one reading `x` alone, the `recurrent` one
+otherwise; `recurrax.initializers`) and `B` what it draws for a bias (zeros
+by default). A Linear(s, ·) node names its matrix `W_k` (`Node.param`); its
+bias is `b_k` (`param_names`). It reads an `H`-wide value like every
+activation, so one reading `x` needs `D = H`. `lowered` writes it as a
+`linear` node and a `bias` node, which is how `compile` and
+`recurrax.universal` run it; `equations` writes it as
+`Linear(s; W_k, b_k)(a)`.
 
 `Graph.h` names the node giving `h'` (also the output `y`), and `Graph.c` the
 one giving `c'` for a cell with a memory. `compile(graph, H)` gives a `Cell`:
@@ -38,23 +52,23 @@ from recurrax.cells import _common as C
 from recurrax.protocols import Cell
 
 LEAVES = ("x", "h", "c", "1")
-#: The paper's Linear(s, ·) activations: op name -> s (see the module docstring).
-SCALES = {"lin0": 0.0, "lin1": 1.0, "lin0.9": 0.9, "lin1.1": 1.1}
+#: The paper's Linear(s, ·) activations: op name -> s, the offset added to the
+#: diagonal of the node's initial matrix (see the module docstring).
+DIAGONAL_OFFSETS = {"lin0": 0.0, "lin1": 1.0, "lin0.9": 0.9, "lin1.1": 1.1}
+#: The activations without params.
 UNARY = {"tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid, "relu": jax.nn.relu,
-         "identity": lambda a: a,
-         **{name: (lambda s: lambda a: s * a)(s) for name, s in SCALES.items()}}
-#: The activations the search swaps and inserts (every unary op).
-ACTIVATIONS = tuple(UNARY)
+         "identity": lambda a: a}
+#: The activations the search swaps and inserts.
+ACTIVATIONS = (*UNARY, *DIAGONAL_OFFSETS)
 BINARY = {"add": jnp.add, "sub": jnp.subtract, "mul": jnp.multiply}
-PARAMETRIC = ("linear", "bias")
-#: Every op, in a fixed order (the op codes of `recurrax.universal`).
-OPS = (*PARAMETRIC, *BINARY, *UNARY)
+#: The ops with params of their own (`Node.param` names them).
+PARAMETRIC = ("linear", "bias", *DIAGONAL_OFFSETS)
 
 
 class Node(NamedTuple):
-    op: str                  # a key of UNARY or BINARY, or "linear" / "bias"
+    op: str                  # a key of UNARY, BINARY or DIAGONAL_OFFSETS, or "linear" / "bias"
     args: tuple              # names of nodes or leaves
-    param: str | None = None  # the matrix of "linear", the vector of "bias"
+    param: str | None = None  # the matrix of "linear" and Linear(s), the vector of "bias"
 
 
 class Graph(NamedTuple):
@@ -63,9 +77,18 @@ class Graph(NamedTuple):
     c: str | None = None     # the node giving c', for a cell with a memory
 
 
+def param_names(node: Node) -> tuple[str, ...]:
+    """The params `node` owns: `(W,)` of a `linear`, `(b,)` of a `bias`,
+    `(W_k, b_k)` of a Linear(s, ·) whose `param` is `W_k`; `()` for the rest."""
+    if node.op in DIAGONAL_OFFSETS:
+        return node.param, "b" + node.param[1:]
+    return (node.param,) if node.param else ()
+
+
 def order(graph: Graph) -> list[str]:
     """The nodes `h'` (and `c'`) depend on, each after its arguments; raises
-    `ValueError` on an unknown name, a wrong arity or a cycle."""
+    `ValueError` on an unknown name, a wrong arity, a missing param name, a
+    Linear(s, ·) matrix not named `W_*`, or a cycle."""
     done, visiting, out = set(), set(), []
 
     def visit(name: str):
@@ -84,6 +107,9 @@ def order(graph: Graph) -> list[str]:
             raise ValueError(f"graph: node {name!r} ({node.op}) needs {arity} argument(s)"
                              f"{' and a param name' if node.op in PARAMETRIC else ''}, "
                              f"got {node}")
+        if node.op in DIAGONAL_OFFSETS and not node.param.startswith("W_"):
+            raise ValueError(f"graph: node {name!r} ({node.op}) needs a matrix named W_* "
+                             f"(its bias is then b_*), got {node.param!r}")
         visiting.add(name)
         for arg in node.args:
             visit(arg)
@@ -105,10 +131,43 @@ def leaves_read(graph: Graph, names: list[str]) -> dict[str, set]:
     return leaves
 
 
+def lowered(graph: Graph) -> tuple[Graph, dict[str, float]]:
+    """`(graph', offsets)`: the nodes `h'` (and `c'`) depend on, each
+    Linear(s, ·) node `n = Linear(s; W_k, b_k)(a)` written as the two nodes
+    `(n, "W") = a W_k` (`linear`) and `n = (n, "W") + b_k` (`bias`), which
+    compute the same; `offsets[W_k] = s`, what init adds to the diagonal of
+    `W_k`. The added names are tuples, so they clash with no node's name."""
+    nodes, offsets = {}, {}
+    for n in order(graph):
+        node = graph.nodes[n]
+        if node.op in DIAGONAL_OFFSETS:
+            W, b = param_names(node)
+            nodes[(n, "W")] = Node("linear", node.args, W)
+            nodes[n] = Node("bias", ((n, "W"),), b)
+            offsets[W] = DIAGONAL_OFFSETS[node.op]
+        else:
+            nodes[n] = node
+    return graph._replace(nodes=nodes), offsets
+
+
+def _with_diagonal_offsets(init, offsets: dict[str, float]):
+    """`init` with `offsets[W]·I` added to each matrix `W` it draws."""
+
+    def offset(key: jax.Array, input_size: int) -> dict[str, jax.Array]:
+        params = init(key, input_size)
+        return params | {W: params[W] + s * jnp.eye(*params[W].shape, dtype=params[W].dtype)
+                         for W, s in offsets.items()}
+
+    return offset
+
+
 def compile(graph: Graph, hidden_size: int,
             initializers: inits.Initializers = inits.Initializers()) -> Cell:
     """A `Cell` computing `graph` with `H = hidden_size` (see the module docstring)."""
     H = C.check_hidden_size("graph", hidden_size)
+    x_as_value = any("x" in graph.nodes[n].args and graph.nodes[n].op != "linear"
+                     for n in order(graph))      # before lowering: Linear(s, x) needs D = H
+    graph, offsets = lowered(graph)
     names = order(graph)
     reads = leaves_read(graph, names)
     if graph.c is None and "c" in set().union(*(reads[n] for n in names)):
@@ -121,11 +180,10 @@ def compile(graph: Graph, hidden_size: int,
     input_kernels = [graph.nodes[n].param for n in timeless
                      if graph.nodes[n].op == "linear" and graph.nodes[n].args == ("x",)]
     recurrent_kernels = [p for p in params_of("linear") if p not in input_kernels]
-    init = C.param_initializer(
+    init = _with_diagonal_offsets(C.param_initializer(
         "graph", H, input_kernels=input_kernels, recurrent_kernels=recurrent_kernels,
         biases=params_of("bias"), initializers=initializers,
-        input_must_equal_hidden="x" in handed or any(
-            "x" in graph.nodes[n].args and graph.nodes[n].op != "linear" for n in names))
+        input_must_equal_hidden="x" in handed or x_as_value), offsets)
 
     def evaluate(params, values: dict, todo: list[str], matmul) -> dict:
         """Compute the nodes `todo` in order into `values`; the linear maps of
@@ -152,14 +210,14 @@ def compile(graph: Graph, hidden_size: int,
     def prepare(params, xs):
         C.check_input_features("graph", xs, params[input_kernels[0]].shape[0]
                                if input_kernels else H)
-        values = {"x": xs, "1": jnp.ones((), xs.dtype)}
+        values = {"x": xs, "1": jnp.ones((H,), xs.dtype)}
         values = evaluate(params, values, timeless, C.project)
         return jnp.concatenate([jnp.broadcast_to(values[n], (*xs.shape[:-1], H))
                                 for n in handed], axis=-1) if handed else xs[..., :0]
 
     def step(params, carry, px):
         c, h = carry if graph.c is not None else (None, carry)
-        values = {"h": h, "c": c, "1": jnp.ones((), h.dtype)}
+        values = {"h": h, "c": c, "1": jnp.ones((H,), h.dtype)}
         if handed:
             values.update(zip(handed, C.split(px, len(handed))))
         values = evaluate(params, values, state, C.recurrent)
@@ -177,19 +235,20 @@ def compile(graph: Graph, hidden_size: int,
 
 _SYMBOLS = {
     "text": {"sigmoid": "σ({})", "tanh": "tanh({})", "relu": "relu({})", "mul": " ⊙ ",
-             "sub": " − ", "add": " + ", "W": "{}", "b": "{}"},
+             "sub": " − ", "add": " + ", "W": "{}", "b": "{}",
+             "Linear": "Linear({}; {}, {})({})"},
     "latex": {"sigmoid": r"\sigma({})", "tanh": r"\tanh({})", "relu": r"\mathrm{{relu}}({})",
-              "mul": r" \odot ", "sub": " - ", "add": " + ", "W": "W_{{{}}}", "b": "b_{{{}}}"},
+              "mul": r" \odot ", "sub": " - ", "add": " + ", "W": "W_{{{}}}", "b": "b_{{{}}}",
+              "Linear": r"\mathrm{{Linear}}({}; {}, {})({})"},
 }
-for _name in SCALES:
-    _SYMBOLS["text"][_name] = f"Linear({_name[3:]}, {{}})"
-    _SYMBOLS["latex"][_name] = rf"\mathrm{{{{Linear}}}}({_name[3:]}, {{}})"
 
 
 def equations(graph: Graph, latex: bool = False) -> list[str]:
     r"""The cell as equations, one per output, per node used more than once and
     per sigmoid gate; the rest is written inline, e.g. MUT1's
-    `h' = tanh((r ⊙ h) W_hh + tanh(x) + b_h) ⊙ z + h ⊙ (1 − z)`.
+    `h' = tanh((r ⊙ h) W_hh + tanh(x) + b_h) ⊙ z + h ⊙ (1 − z)`, and a
+    Linear(s, ·) node as `Linear(0.9; W_k, b_k)(a)`, i.e. `a W_k + b_k` with
+    `W_k` initialised to its kernel draw plus `0.9·I`.
     `latex=True` writes LaTeX (`\sigma`, `\odot`, `W_{hh}`)."""
     sym = _SYMBOLS["latex" if latex else "text"]
     names = order(graph)
@@ -227,6 +286,9 @@ def equations(graph: Graph, latex: bool = False) -> list[str]:
             return f"{wrap(a[0], ('sum',))}{sym['mul']}{wrap(a[1], ('sum',))}", "mul"
         if node.op == "identity":
             return a[0]
+        if node.op in DIAGONAL_OFFSETS:
+            W, b = param_names(node)
+            return sym["Linear"].format(node.op[3:], param(W, "W"), param(b, "b"), a[0][0]), "atom"
         return sym[node.op].format(a[0][0]), "atom"
 
     return [f"{label(n)} = {expr(n, top=True)[0]}" for n in names if n in own_line]
@@ -236,8 +298,8 @@ def canonical(graph: Graph) -> str:
     """A key equal for graphs that differ only in node names, node order,
     param names, or the order of the arguments of `add` and `mul`, and
     different when one node is shared where the other graph has two alike
-    (every `linear` and `bias` has its own params, so two alike nodes are two
-    functions); the search uses it to train no cell twice. Each node is
+    (every `linear`, `bias` and Linear(s, ·) has its own params, so two alike
+    nodes are two functions); the search uses it to train no cell twice. Each node is
     described by the expression below it and by how it is used above it,
     recursively; the key is the sorted list of those descriptions."""
     names = order(graph)

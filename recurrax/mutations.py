@@ -15,7 +15,11 @@ An edge runs from an argument (a node or a leaf) to the node that reads it, or
 from the node giving h' (c') to that output. Each mutation is a function
 `(graph, rng) -> Graph | None` (None where it has no site) that draws its site
 uniformly and returns a new graph, possibly with dead nodes; new nodes are
-named `m1`, `m2`, ... and are never `linear` or `bias`, so no param is made.
+named `m1`, `m2`, ... and are never `linear` or `bias`. A node given one of
+the Linear(s, ·) activations (`graph.DIAGONAL_OFFSETS`), by a swap or an
+insertion, is a fresh learned map `a W + b` with its own params: `W_lin1`
+and `b_lin1` (the first `k` whose pair no node holds), or the ones it had if
+it was a Linear(s', ·) already.
 `mutate` applies them, prunes dead nodes and rejects children that are not
 valid cells (`problems`), equal to the parent (`graph.canonical`) or too big.
 """
@@ -24,8 +28,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from recurrax.graph import (ACTIVATIONS, BINARY, LEAVES, Graph, Node, canonical, leaves_read,
-                            order)
+from recurrax.graph import (ACTIVATIONS, BINARY, DIAGONAL_OFFSETS, LEAVES, Graph, Node, canonical,
+                            leaves_read, order, param_names)
 
 MUTATIONS = ("swap_activation", "swap_elementwise", "insert_activation", "remove_node",
              "replace_with_ancestor", "replace_with_combination")
@@ -53,14 +57,13 @@ def problems(graph: Graph) -> list[str]:
     owner: dict[str, str] = {}
     for n in names:
         node = graph.nodes[n]
-        if node.op not in _PREFIX:
-            continue
-        if not node.param.startswith(_PREFIX[node.op]):
+        if node.op in _PREFIX and not node.param.startswith(_PREFIX[node.op]):
             out.append(f"node {n!r} ({node.op}) has param {node.param!r}, "
                        f"not named {_PREFIX[node.op]}*")
-        if node.param in owner:
-            out.append(f"nodes {owner[node.param]!r} and {n!r} share the param {node.param!r}")
-        owner.setdefault(node.param, n)
+        for param in param_names(node):     # a Linear(s, ·)'s W_* is checked by order
+            if param in owner:
+                out.append(f"nodes {owner[param]!r} and {n!r} share the param {param!r}")
+            owner.setdefault(param, n)
     return out
 
 
@@ -81,6 +84,25 @@ def _fresh(graph: Graph) -> str:
     while f"m{k}" in graph.nodes:
         k += 1
     return f"m{k}"
+
+
+def _fresh_param(graph: Graph) -> str:
+    """The first of W_lin1, W_lin2, ... such that neither it nor its bias
+    (b_lin1, ...) is a param of a node of `graph`, dead nodes included."""
+    taken = {p for node in graph.nodes.values() if node.param for p in param_names(node)}
+    k = 1
+    while f"W_lin{k}" in taken or f"b_lin{k}" in taken:
+        k += 1
+    return f"W_lin{k}"
+
+
+def _node(graph: Graph, op: str, args: tuple, param: str | None = None) -> Node:
+    """A node `op(args)` for `graph`: a Linear(s, ·) owns params, `param`
+    (those of the Linear(s', ·) it replaces) or fresh ones; any other
+    activation, add, sub or mul none."""
+    if op in DIAGONAL_OFFSETS:
+        return Node(op, args, param or _fresh_param(graph))
+    return Node(op, args)
 
 
 def _edges(graph: Graph) -> list[tuple]:
@@ -125,12 +147,14 @@ def _swap_op(graph: Graph, rng: np.random.Generator, ops) -> Graph | None:
     if not sites:
         return None
     name = _pick(rng, sites)
-    op = _pick(rng, [o for o in ops if o != graph.nodes[name].op])
-    return graph._replace(nodes={**graph.nodes, name: graph.nodes[name]._replace(op=op)})
+    old = graph.nodes[name]
+    op = _pick(rng, [o for o in ops if o != old.op])
+    return graph._replace(nodes={**graph.nodes, name: _node(graph, op, old.args, old.param)})
 
 
 def swap_activation(graph: Graph, rng: np.random.Generator) -> Graph | None:
-    """Give an activation node (tanh, sigmoid, ...) another activation."""
+    """Give an activation node (tanh, sigmoid, ..., Linear(s, ·)) another
+    activation (a Linear(s, ·) with params, see the module docstring)."""
     return _swap_op(graph, rng, ACTIVATIONS)
 
 
@@ -141,16 +165,17 @@ def swap_elementwise(graph: Graph, rng: np.random.Generator) -> Graph | None:
 
 def insert_activation(graph: Graph, rng: np.random.Generator) -> Graph | None:
     """Put a new node with a random activation on an edge: `user <- a` becomes
-    `user <- act(a)`; on the edge into h' (c') the new node becomes the output."""
+    `user <- act(a)`; on the edge into h' (c') the new node becomes the output.
+    A Linear(s, ·) gets fresh params."""
     edge = _pick(rng, _edges(graph))
     new = _fresh(graph)
     act = _pick(rng, ACTIVATIONS)
-    return _rewire(graph, edge, new, **{new: Node(act, (_source(graph, edge),))})
+    return _rewire(graph, edge, new, **{new: _node(graph, act, (_source(graph, edge),))})
 
 
 def remove_node(graph: Graph, rng: np.random.Generator) -> Graph | None:
     """Bypass and delete a node with one argument (an activation, a linear or a
-    bias, whose param goes with it) and one user, the output counting as one:
+    bias, whose params go with it) and one user, the output counting as one:
     its user reads its argument instead. An output node whose argument is a
     leaf is not removed (an output must be a node)."""
     edges = _edges(graph)
@@ -195,15 +220,20 @@ def replace_with_combination(graph: Graph, rng: np.random.Generator) -> Graph | 
     return _rewire(graph, edge, new, **{new: Node(_pick(rng, tuple(BINARY)), args)})
 
 
+def _op(node: Node) -> str:
+    """`node`'s op, and its params if it is a Linear(s, ·): "lin0.9[W_lin1, b_lin1]"."""
+    return node.op + (f"[{', '.join(param_names(node))}]" if node.op in DIAGONAL_OFFSETS else "")
+
+
 def _describe(before: Graph, after: Graph) -> str:
     """What changed from `before` to `after`, e.g. "i sigmoid -> relu"."""
     show = lambda args: f"({', '.join(args)})"  # noqa: E731
-    parts = [f"new {n} = {node.op}{show(node.args)}" for n, node in after.nodes.items()
+    parts = [f"new {n} = {_op(node)}{show(node.args)}" for n, node in after.nodes.items()
              if n not in before.nodes]
     for n, node in after.nodes.items():
         old = before.nodes.get(n, node)     # a new node is described above
         if old.op != node.op:
-            parts.append(f"{n} {old.op} -> {node.op}")
+            parts.append(f"{n} {_op(old)} -> {_op(node)}")
         elif old.args != node.args:
             parts.append(f"{n} reads {show(old.args)} -> {show(node.args)}")
     parts += [f"removed {n} ({node.op})" for n, node in before.nodes.items()

@@ -4,7 +4,8 @@ r"""The universal cell: any `recurrax.graph` cell, interpreted from arrays.
 every candidate runs at the compiler's speed. Here a graph is data instead: a
 `Program` of op codes and operand rows,
 
-    op[k] ∈ graph.OPS,   a[k], b[k]: rows read by slot k,   out_h, out_c: rows of h', c'
+    op[k] ∈ OPS,   a[k], b[k]: rows read by slot k,   out_h, out_c: rows of h', c',
+    diag[k]: what init adds to the diagonal of slot k's W
 
 and one compiled cell runs whichever graph its `params["program"]` holds, so a
 `vmap` over programs trains a population of different architectures at once.
@@ -26,7 +27,10 @@ read no state (x-only, as `graph.compile` hoists them) and run in `prepare`
 over the whole sequence, any op each; the `step` groups run every time step,
 "L" groups a linear map (one batched matmul) and "E" groups any other op.
 `encode` places a graph's nodes in order, each in the first group of its kind
-after its arguments' groups with a free slot, or says that it does not fit. The input must be `H` wide (an embedding of size `H`, as in the paper's
+after its arguments' groups with a free slot, or says that it does not fit. A
+Linear(s, ·) node (`recurrax.graph`) is placed as `graph.lowered` writes it,
+a linear slot then a bias slot, with `diag = s` on the linear slot. The
+input must be `H` wide (an embedding of size `H`, as in the paper's
 search). The carry is `(c, h)` for every graph; a cell without a memory
 writes `c' = R[4] = 0`.
 
@@ -36,7 +40,9 @@ transpose of the row reads would add a whole buffer per read (2.5 times
 slower, measured). Unused slots compute 0 and their params get zero gradients,
 so a member's update touches only its own graph's params. Every `W` is drawn
 orthogonal (entries of variance 1/H, like both of the library's kernel
-initialisers at D = H), every `b` zeros: all graphs start alike.
+initialisers at D = H), every `b` zeros: all graphs start alike, but for the
+`diag[k]·I` that `with_diagonal_offsets` adds to the W of each Linear(s, ·)
+node (a population trained from one draw adds its members' own).
 """
 
 from __future__ import annotations
@@ -56,7 +62,10 @@ from recurrax.protocols import Cell
 
 X, H_ROW, C_ROW, ONE, ZERO = range(5)
 FIRST = 5  # the row of slot 0
-LINEAR, BIAS = G.OPS.index("linear"), G.OPS.index("bias")
+#: The ops a slot may hold, in the order of their codes (a Linear(s, ·) node is
+#: a linear slot and a bias slot).
+OPS = ("linear", "bias", *G.BINARY, *G.UNARY)
+LINEAR, BIAS = OPS.index("linear"), OPS.index("bias")
 
 
 class Layout(NamedTuple):
@@ -84,13 +93,15 @@ class Layout(NamedTuple):
 
 class Program(NamedTuple):
     """A graph as int32 arrays over the layout's N slots: `op[N]`, `a[N]`,
-    `b[N]`, `out_h`, `out_c` (see the module docstring)."""
+    `b[N]`, `out_h`, `out_c`, and the float32 `diag[N]` (see the module
+    docstring)."""
 
     op: np.ndarray
     a: np.ndarray
     b: np.ndarray
     out_h: np.ndarray
     out_c: np.ndarray
+    diag: np.ndarray
 
 
 def _matrix_index(layout: Layout) -> dict[int, tuple[str, int]]:
@@ -107,7 +118,9 @@ def encode(graph: G.Graph, layout: Layout = Layout()) -> tuple[Program, dict[str
     """`(program, param_slot)`: the graph as a `Program`, and where each of its
     params lives, `("W_prepare" | "W_step" | "b", index)`. Each node goes to
     the first group of its kind after its arguments' groups with a free slot;
-    raises `ValueError` when the graph does not fit the layout."""
+    raises `ValueError` when the graph does not fit the layout. A
+    Linear(s, ·) node is its `graph.lowered` pair of slots."""
+    graph, offsets = G.lowered(graph)
     names = G.order(graph)
     reads = G.leaves_read(graph, names)
     group_of, slot = {}, {}
@@ -128,17 +141,19 @@ def encode(graph: G.Graph, layout: Layout = Layout()) -> tuple[Program, dict[str
         used[j] += 1
     row = {"x": X, "h": H_ROW, "c": C_ROW, "1": ONE} | {n: FIRST + k for n, k in slot.items()}
     N, matrix = layout.slots, _matrix_index(layout)
-    op = np.full(N, G.OPS.index("identity"), np.int32)
+    op = np.full(N, OPS.index("identity"), np.int32)
     a = np.full(N, ZERO, np.int32)
     b = np.full(N, ZERO, np.int32)
+    diag = np.zeros(N, np.float32)
     param_slot = {}
     for n, k in slot.items():
         node = graph.nodes[n]
-        op[k], a[k], b[k] = G.OPS.index(node.op), row[node.args[0]], row[node.args[-1]]
+        op[k], a[k], b[k] = OPS.index(node.op), row[node.args[0]], row[node.args[-1]]
         if node.param:
             param_slot[node.param] = matrix[k] if node.op == "linear" else ("b", k)
+            diag[k] = offsets.get(node.param, 0.0)
     out_c = ZERO if graph.c is None else row[graph.c]
-    return Program(op, a, b, np.int32(row[graph.h]), np.int32(out_c)), param_slot
+    return Program(op, a, b, np.int32(row[graph.h]), np.int32(out_c), diag), param_slot
 
 
 def fits(graph: G.Graph, layout: Layout = Layout()) -> bool:
@@ -173,6 +188,20 @@ def with_program(params: dict, program: Program) -> dict:
     return {**params, "program": program}
 
 
+def with_diagonal_offsets(params: dict, layout: Layout = Layout()) -> dict:
+    """`params` with `diag[k]·I` added to the `W` of every slot k of
+    `params["program"]`: a Linear(s, ·) node's matrix starts at its random
+    draw plus `s·I` (`cell`'s `init` does this; a population drawn from
+    one program adds each member's own, `vmap`ped)."""
+    diag, out, matrix = params["program"].diag, dict(params), _matrix_index(layout)
+    for part in ("W_prepare", "W_step"):
+        slots = np.array([k for k, (p, _) in matrix.items() if p == part], int)
+        W = params[part]
+        out[part] = W + (jnp.asarray(diag, W.dtype)[slots, None, None]
+                         * jnp.eye(W.shape[-1], dtype=W.dtype))
+    return out
+
+
 Plan = tuple  # ((kind, first slot, size, first matrix or -1), ...): static
 
 
@@ -184,7 +213,7 @@ def _group_value(kind: str, op, a, b, W, bias):
     cases = {"linear": matmul() if kind == "A" else a, "bias": a + _expand(bias, a)}
     cases |= {name: f(a, b) for name, f in G.BINARY.items()}
     cases |= {name: f(a) for name, f in G.UNARY.items()}
-    return lax.select_n(jnp.broadcast_to(_expand(op, a), a.shape), *(cases[o] for o in G.OPS))
+    return lax.select_n(jnp.broadcast_to(_expand(op, a), a.shape), *(cases[o] for o in OPS))
 
 
 def _group_grads(kind: str, op, g, a, b, y, W):
@@ -197,9 +226,8 @@ def _group_grads(kind: str, op, g, a, b, y, W):
              "add": (g, g), "sub": (g, -g), "mul": (g * b, g * a),
              "tanh": (g * (1 - y * y), zero), "sigmoid": (g * y * (1 - y), zero),
              "relu": (jnp.where(a > 0, g, 0), zero), "identity": (g, zero)}
-    cases |= {name: (s * g, zero) for name, s in G.SCALES.items()}
     which = jnp.broadcast_to(_expand(op, g), g.shape)
-    return tuple(lax.select_n(which, *(cases[o][i] for o in G.OPS)) for i in (0, 1))
+    return tuple(lax.select_n(which, *(cases[o][i] for o in OPS)) for i in (0, 1))
 
 
 def _expand(v, like):
@@ -255,7 +283,8 @@ _run.defvjp(_run_fwd, _run_bwd)
 
 def cell(hidden_size: int, graph: G.Graph | None = None, layout: Layout = Layout()) -> Cell:
     """The universal `Cell`. `init(key, H)` gives `{"W_prepare", "W_step", "b",
-    "program"}` with the program of `graph` (default: the GRU);
+    "program"}` with the program of `graph` (default: the GRU) and its
+    Linear(s, ·) offsets on the diagonals (`with_diagonal_offsets`);
     `with_program` runs another (a population: one program per member,
     `vmap`ped). `params_from` gives the params equal to a compiled graph's."""
     H = C.check_hidden_size("universal", hidden_size)
@@ -270,11 +299,13 @@ def cell(hidden_size: int, graph: G.Graph | None = None, layout: Layout = Layout
         C.check_input_size("universal", input_size)
         C.check_input_equals_hidden("universal", input_size, H)
         keys = jax.random.split(key, 2)
-        draw = lambda k, n: jax.vmap(  # noqa: E731
-            lambda kk: jax.nn.initializers.orthogonal()(kk, (H, H)))(jax.random.split(k, n))
-        return {"W_prepare": draw(keys[0], shapes["W_prepare"][0]),
-                "W_step": draw(keys[1], shapes["W_step"][0]),
-                "b": jnp.zeros(shapes["b"]), "program": program}
+        # One QR at a time (lax.map, not vmap): a batched LAPACK call can deadlock XLA CPU
+        # on jaxlib 0.10.0-0.10.2 (see recurrax.population); same values.
+        draw = lambda k, n: lax.map(  # noqa: E731
+            lambda kk: jax.nn.initializers.orthogonal()(kk, (H, H)), jax.random.split(k, n))
+        return with_diagonal_offsets({"W_prepare": draw(keys[0], shapes["W_prepare"][0]),
+                                      "W_step": draw(keys[1], shapes["W_step"][0]),
+                                      "b": jnp.zeros(shapes["b"]), "program": program}, layout)
 
     def run(params, part, x, h, c, prepared):
         fixed = [x, h, c, jnp.ones_like(x), jnp.zeros_like(x), *prepared]

@@ -1,6 +1,7 @@
 """`recurrax.mutations`: each mutation of Jozefowicz et al. (2015) changes what
 it says and nothing else, `problems` catches invalid cells, and `mutate` gives
-valid, new, bounded children, the same for the same seed."""
+valid, new, bounded children, the same for the same seed; a node made a
+Linear(s, ·) gets params of its own."""
 
 import collections
 
@@ -44,6 +45,23 @@ def _edge_changes(parent: G.Graph, child: G.Graph) -> list[tuple]:
     return changes
 
 
+def _params(graph: G.Graph) -> set:
+    return {p for node in graph.nodes.values() for p in G.param_names(node)}
+
+
+def _check_linear_params(parent: G.Graph, child: G.Graph, name: str):
+    """Node `name` of `child` has params iff it is a Linear(s, ·): fresh ones
+    (held by no node of `parent`) unless it was a Linear(s', ·) there."""
+    node, old = child.nodes[name], parent.nodes.get(name)
+    if node.op not in G.DIAGONAL_OFFSETS:
+        assert node.param is None
+    elif old is not None and old.op in G.DIAGONAL_OFFSETS:
+        assert node.param == old.param
+    else:
+        W, b = G.param_names(node)
+        assert W.startswith("W_lin") and b == "b_" + W[2:] and not {W, b} & _params(parent)
+
+
 def _children(mutation, parent: G.Graph):
     """`mutation` applied to `parent` with seeds `SEEDS`; `parent` stays as it was."""
     before = G.to_json(parent)
@@ -62,8 +80,9 @@ def test_swaps_change_one_op(parent, mutation, ops):
         [name] = [n for n in parent.nodes if child.nodes[n] != parent.nodes[n]]
         old, new = parent.nodes[name], child.nodes[name]
         assert old.op in ops and new.op in ops and old.op != new.op
-        assert new._replace(op=old.op) == old
-        if k < 2:
+        assert new._replace(op=old.op, param=old.param) == old
+        _check_linear_params(parent, child, name)
+        if k < 2 or new.op in G.DIAGONAL_OFFSETS:
             _runs(child)
 
 
@@ -75,7 +94,8 @@ def test_insert_activation(parent):
         assert child.nodes[new].op in G.ACTIVATIONS
         [(_, old, now)] = _edge_changes(parent, child)
         assert now == new and child.nodes[new].args == (old,)
-        if k < 2:
+        _check_linear_params(parent, child, new)
+        if k < 2 or child.nodes[new].op in G.DIAGONAL_OFFSETS:
             _runs(child)
 
 
@@ -154,6 +174,9 @@ def _with(graph: G.Graph, **nodes: G.Node) -> G.Graph:
     (_with(RNN, **{"h W": N("linear", ("h",), "U_hh")}), "not named W_"),
     (_with(RNN, xh_b=N("bias", ("xh",), "W_h")), "not named b_"),
     (_with(RNN, pre=N("add", ("xh_b",))), "argument"),
+    (_with(RNN, **{"h W": N("lin1", ("h",), "W_h")}), "share the param 'b_h'"),
+    (_with(RNN, **{"h W": N("lin1", ("h",), "W_xh")}), "share the param 'W_xh'"),
+    (_with(RNN, **{"h W": N("lin1", ("h",), "b_hh")}), "matrix named W_"),
     (RNN._replace(h="x"), "leaf"),
     (LSTM._replace(c="c"), "c' is the leaf"),
     (RNN._replace(h="nope"), "unknown node"),
@@ -207,3 +230,43 @@ def test_mutate_is_deterministic_and_counts():
 def test_mutate_refuses_when_no_child_fits():
     with pytest.raises(ValueError, match="no valid child in 5 tries"):
         M.mutate(RNN, np.random.default_rng(0), max_nodes=1, tries=5)
+
+
+def test_swapping_between_linear_maps_and_back():
+    """Linear(s) -> Linear(s') keeps the node's params; -> tanh drops them."""
+    parent = _with(RNN, **{"h'": N("lin0.9", ("pre",), "W_lin1")})
+    assert M.problems(parent) == [] and _params(parent) >= {"W_lin1", "b_lin1"}
+    ops = collections.Counter()
+    for child in _children(M.swap_activation, parent):
+        ops[child.nodes["h'"].op] += 1
+        _check_linear_params(parent, child, "h'")
+        assert M.problems(child) == []
+    assert set(ops) == set(G.ACTIVATIONS) - {"lin0.9"}
+
+
+def test_fresh_linear_params_avoid_every_name_held():
+    """A param b_lin1 (even of a dead node) makes the next map W_lin2, b_lin2."""
+    parent = _with(RNN, xh_b=N("bias", ("xh",), "b_lin1"), dead=N("lin0", ("h",), "W_lin3"))
+    made = {c.nodes["m1"].param for c in _children(M.insert_activation, parent)
+            if c.nodes["m1"].op in G.DIAGONAL_OFFSETS}
+    assert made == {"W_lin2"}
+
+
+def test_mutated_children_with_linear_maps_are_valid_and_run():
+    rng, seen = np.random.default_rng(3), 0
+    for k in range(150):
+        parent = (GRU, LSTM)[k % 2]
+        child, _ = M.mutate(parent, rng)
+        maps = [n for n, node in child.nodes.items() if node.op in G.DIAGONAL_OFFSETS]
+        if not maps:
+            continue
+        seen += 1
+        assert M.problems(child) == []
+        assert len(_params(child)) == sum(len(G.param_names(n)) for n in child.nodes.values())
+        for name in maps:
+            assert not set(G.param_names(child.nodes[name])) & _params(parent)
+        if seen <= 3:
+            _runs(child)
+            params = G.compile(child, 4).init(jax.random.key(0), 4)
+            assert set(params) == _params(child)
+    assert seen >= 10

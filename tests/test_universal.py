@@ -1,5 +1,6 @@
 """The universal cell computes what `graph.compile` computes, for the paper's
-cells and for mutated ones: outputs, gradients, and a few SGD steps."""
+cells, for mutated ones and for one with Linear(s, ·) maps: outputs,
+gradients, and a few SGD steps; its init adds s·I to those maps' matrices."""
 
 import jax
 import jax.numpy as jnp
@@ -49,12 +50,26 @@ def _children(n):
     return out
 
 
+def _linear_lstm() -> G.Graph:
+    """An LSTM with the four Linear(s, ·) maps: g's tanh and i's sigmoid made
+    Linear(0.9) and Linear(1.1) (step slots), Linear(0) between x and W_xi and
+    Linear(1) after f's input term (prepare slots)."""
+    N, lstm = G.Node, G.GRAPHS["lstm"]
+    return lstm._replace(nodes={**lstm.nodes, "g": N("lin0.9", ("g_pre",), "W_lin1"),
+                                "i": N("lin1.1", ("i_pre",), "W_lin2"),
+                                "x0": N("lin0", ("x",), "W_lin3"),
+                                "i_x": N("linear", ("x0",), "W_xi"),
+                                "f_lin": N("lin1", ("f_xb",), "W_lin4"),
+                                "f_pre": N("add", ("f_lin", "f_h"))})
+
+
 # Each case compiles for 6 to 9 s: the rest of the paper's cells and the mutated
 # children run with `-m slow` (the suite is kept under 10 minutes).
-_QUICK = ("lstm", "child1")  # a memory cell and a mutated GRU
+_QUICK = ("lstm", "child1", "linear_lstm")  # a memory cell, a mutated GRU, Linear(s) maps
 CASES = [pytest.param(name, g, id=name, marks=() if name in _QUICK else pytest.mark.slow)
          for name, g in [*G.GRAPHS.items(), *((f"child{i}", g)
-                                              for i, g in enumerate(_children(4)))]]
+                                              for i, g in enumerate(_children(4))),
+                         ("linear_lstm", _linear_lstm())]]
 
 
 @pytest.mark.parametrize("name,g", CASES)
@@ -146,3 +161,38 @@ def test_every_node_sits_after_its_arguments():
             for row in (a, b):
                 if row >= universal.FIRST:
                     assert group_of[row - universal.FIRST] < group_of[k]
+
+
+def test_a_linear_map_is_a_linear_slot_then_a_bias_slot():
+    g = _linear_lstm()
+    program, where = universal.encode(g)
+    assert universal.fits(g) and set(where) == {
+        p for n in G.order(g) for p in G.param_names(g.nodes[n])}
+    matrix = {v: k for k, v in universal._matrix_index(universal.Layout()).items()}
+    for W, s in [("W_lin1", 0.9), ("W_lin2", 1.1), ("W_lin3", 0.0), ("W_lin4", 1.0)]:
+        k, bias = matrix[where[W]], where["b" + W[1:]][1]
+        assert program.op[k] == universal.LINEAR and program.diag[k] == np.float32(s)
+        assert program.op[bias] == universal.BIAS and program.a[bias] == universal.FIRST + k
+    assert np.count_nonzero(program.diag) == 3
+
+
+def test_init_adds_a_times_the_identity_to_each_linear_map():
+    """The draws are the GRU's, key for key, but for `s·I` on each Linear(s)
+    map's matrix; a population drawn from one program gets the same once its
+    members' own offsets are added (`with_diagonal_offsets`, vmapped)."""
+    g, key, eye = _linear_lstm(), jax.random.PRNGKey(0), np.eye(H)
+    own, gru = universal.cell(H, g).init(key, H), universal.cell(H).init(key, H)
+    _, where = universal.encode(g)
+    want = {k: np.array(gru[k]) for k in ("W_prepare", "W_step", "b")}
+    for W, s in [("W_lin1", 0.9), ("W_lin2", 1.1), ("W_lin3", 0.0), ("W_lin4", 1.0)]:
+        which, i = where[W]
+        want[which][i] += s * eye
+    for k in want:
+        np.testing.assert_allclose(own[k], want[k], atol=1e-6, err_msg=k)
+    programs = [universal.encode(x)[0] for x in (g, G.GRAPHS["gru"], g)]
+    stacked = jax.tree.map(lambda *a: jnp.stack([jnp.asarray(x) for x in a]),
+                           *[universal.with_program(gru, p) for p in programs])
+    offset = jax.vmap(universal.with_diagonal_offsets)(stacked)
+    for m, expected in enumerate([want, gru, want]):
+        for k in ("W_prepare", "W_step", "b"):
+            np.testing.assert_allclose(offset[k][m], expected[k], atol=1e-6, err_msg=(m, k))

@@ -132,6 +132,9 @@ class Trainer:
             lambda key: _without_program(model.init(key)), opt, seeds=h["seed"],
             learning_rate=h["learning_rate"], clip_norm=h["clip_norm"],
             init_scale=h["init_scale"], carry=carry, context=programs)
+        pop = pop._replace(states=pop.states._replace(params=jax.vmap(
+            functools.partial(_with_diagonal_offsets, layout=self.layout))(
+                pop.states.params, pop.context)))
         chunk = population.stack_batches([s.train.batch(i) for i in range(p.steps[s.name])])
         pop, _ = jax.block_until_ready(steps(pop, chunk))  # one program at a time (see README)
         members = None if carry is None else jax.tree.map(
@@ -148,15 +151,30 @@ def _with_program(weights: dict, program) -> dict:
     return {**weights, "layers": (universal.with_program(weights["layers"][0], program),)}
 
 
+def _with_diagonal_offsets(weights: dict, program, layout: universal.Layout) -> dict:
+    """A member's drawn (and `init_scale`d) weights with its own program's
+    Linear(s, ·) offsets `s·I` added (`universal.with_diagonal_offsets`): the
+    population is drawn from one program, so each member adds its own."""
+    with_offsets = _with_program(weights, program)
+    cell = universal.with_diagonal_offsets(with_offsets["layers"][0], layout)
+    return _without_program({**with_offsets, "layers": (cell,)})
+
+
 def _without_program(params: dict) -> dict:
     """The trained part of the model's params (the program is not trained)."""
     cell = {k: v for k, v in params["layers"][0].items() if k != "program"}
     return {**params, "layers": (cell,)}
 
 
+#: The search space's version, in the fingerprint: 2 reads Linear(s, ·) as a
+#: learned map `x W + b`, W starting at its draw plus s·I (1 read it as s·x).
+SPACE_VERSION = 2
+
+
 def fingerprint(preset: SearchPreset, layout: universal.Layout) -> str:
-    """A digest of the preset and the layout: a log resumes only its own search."""
-    return hashlib.sha256(repr((asdict(preset), layout)).encode()).hexdigest()[:8]
+    """A digest of the preset, the layout and the search space's version: a
+    log resumes only its own search."""
+    return hashlib.sha256(repr((asdict(preset), layout, SPACE_VERSION)).encode()).hexdigest()[:8]
 
 
 def run(preset: SearchPreset, results, on_stage=None, candidates: int | None = None):
