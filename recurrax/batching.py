@@ -21,11 +21,16 @@ import numpy as np
 
 class StreamWindows:
     """`batch(i)` -> `{"inputs", "targets", "resets"}`, each `[T, B]`:
-    `targets[t] = inputs[t + 1]` along each lane."""
+    `targets[t] = inputs[t + 1]` along each lane; with `scored` (bool, one
+    per token: is the token after it scored?) also `"mask"`, so that only
+    some targets count (e.g. the answers of a stream of arithmetic problems)."""
 
     def __init__(self, tokens: np.ndarray, doc_starts: np.ndarray | None, batch_size: int,
-                 steps: int):
+                 steps: int, scored: np.ndarray | None = None):
         tokens = np.asarray(tokens)
+        if scored is not None and np.shape(scored) != tokens.shape:
+            raise ValueError(f"StreamWindows: scored must have one entry per token, shape "
+                             f"{tokens.shape}, got {np.shape(scored)}")
         if batch_size < 1 or steps < 1:
             raise ValueError(f"StreamWindows: batch_size and steps must be positive, got "
                              f"{batch_size}, {steps}")
@@ -40,6 +45,8 @@ class StreamWindows:
         self.targets = tokens[1:n + 1].reshape(batch_size, lane)
         self.resets = starts[:n].reshape(batch_size, lane).copy()
         self.resets[:, 0] = True  # every lane (and so every epoch) starts from zeros
+        self.mask = None if scored is None else np.asarray(scored, bool)[:n].reshape(
+            batch_size, lane)
         self.steps = steps
         self.windows = lane // steps
 
@@ -49,9 +56,12 @@ class StreamWindows:
     def batch(self, index: int) -> dict[str, np.ndarray]:
         w = index % self.windows
         cut = slice(w * self.steps, (w + 1) * self.steps)
-        return {"inputs": self.inputs[:, cut].T.astype(np.int32),
-                "targets": self.targets[:, cut].T.astype(np.int32),
-                "resets": self.resets[:, cut].T.astype(np.float32)}
+        out = {"inputs": self.inputs[:, cut].T.astype(np.int32),
+               "targets": self.targets[:, cut].T.astype(np.int32),
+               "resets": self.resets[:, cut].T.astype(np.float32)}
+        if self.mask is not None:
+            out["mask"] = self.mask[:, cut].T.copy()
+        return out
 
     def __iter__(self):
         return (self.batch(i) for i in range(self.windows))

@@ -121,6 +121,45 @@ def plateau_update(state: Plateau, valid_loss: jax.Array | float, *, factor: flo
     )
 
 
+class Anneal(NamedTuple):
+    """State of the Jozefowicz et al. (2015) schedule, evaluated once per epoch:
+    the best validation loss so far, epochs since it improved, halvings done
+    (0 until the decay starts), and the factor on the base learning rate
+    (0 once training has ended)."""
+
+    best: jax.Array
+    waited: jax.Array
+    halvings: jax.Array
+    scale: jax.Array
+
+
+def anneal_init() -> Anneal:
+    return Anneal(jnp.asarray(jnp.inf), jnp.asarray(0, jnp.int32), jnp.asarray(0, jnp.int32),
+                  jnp.asarray(1.0))
+
+
+def anneal_update(state: Anneal, valid_loss: jax.Array | float, *, patience: int = 3,
+                  halvings: int = 4, factor: float = 0.5) -> Anneal:
+    """The paper's schedule, called after each epoch: once `patience` epochs in a
+    row have brought no new best validation loss, the learning rate is halved
+    after that epoch and after each of the next ones, `halvings` times in all;
+    the epoch after the last halving is the last one (then `scale = 0`):
+
+        decaying ← halvings_done > 0  or  waited ≥ patience
+        scale    ← 0                  if halvings_done = halvings
+                   scale · factor     elif decaying   (halvings_done += 1)
+
+    Pure `jnp`, so a population carries one `Anneal` per member under `vmap`.
+    """
+    improved = valid_loss < state.best
+    waited = jnp.where(improved, 0, state.waited + 1)
+    done = state.halvings >= halvings
+    decay = ~done & ((state.halvings > 0) | (waited >= patience))
+    scale = jnp.where(done, 0.0, jnp.where(decay, state.scale * factor, state.scale))
+    return Anneal(jnp.minimum(state.best, valid_loss), waited,
+                  state.halvings + decay.astype(state.halvings.dtype), scale)
+
+
 def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
                     *, jit: bool = True) -> Callable[[TrainState, Any], tuple[TrainState, dict]]:
     """`train_step(state, batch) -> (state, metrics)`; metrics hold the loss,

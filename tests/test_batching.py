@@ -35,6 +35,36 @@ def test_stream_windows_refuse_a_stream_too_short():
         StreamWindows(np.arange(100), None, batch_size=4, steps=50)
 
 
+def test_stream_windows_carry_a_mask_of_scored_targets():
+    tokens = np.arange(103)
+    scored = tokens % 3 == 0
+    windows = StreamWindows(tokens, None, batch_size=4, steps=7, scored=scored)
+    for i in range(3):
+        b = windows.batch(i)
+        np.testing.assert_array_equal(b["mask"], b["inputs"] % 3 == 0)  # position-aligned
+    with pytest.raises(ValueError, match="scored must have one entry per token"):
+        StreamWindows(tokens, None, batch_size=4, steps=7, scored=scored[:-1])
+
+
+def test_arithmetic_problems_as_one_stream_score_the_answers_only():
+    from recurrax import tasks
+    from recurrax.tasks.base import examples_as_stream
+    t = tasks.get("arithmetic", n_train=30, n_valid=5, n_test=5, max_digits=3,
+                  max_distractors=2)
+    stream, scored = examples_as_stream(t.train)
+    text = "".join(t.vocab[i] for i in stream.tokens)
+    problems = text.split(".")[:-1]  # every problem ends with "."
+    assert len(problems) == 30 and stream.doc_starts.sum() == 30
+    starts = np.flatnonzero(stream.doc_starts)
+    assert [text[s - 1] for s in starts[1:]] == ["."] * 29  # each starts after the last "."
+    for i in np.flatnonzero(scored):  # the scored targets: the answer characters and "."
+        after = text[i + 1]
+        assert after in "0123456789-." and "=" in text[text.rfind(".", 0, i + 1) + 1:i + 1]
+    # per problem, the answer characters and the end symbol: as many as the rows' masks
+    assert scored.sum() == t.train.mask.sum()
+    assert not scored[starts[1:] - 1].any()  # "." -> next problem's first token: not scored
+
+
 def make_examples(n=10, T=3):
     inputs = np.arange(n * T).reshape(n, T)
     return Examples(inputs, inputs + 1, np.ones((n, T), bool), np.full(n, T))

@@ -19,17 +19,60 @@ from recurrax.results import ResultsFile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_trials_are_drawn_from_their_names_alone():
-    preset = protocol.PRESETS["quick"]
+def test_trials_are_drawn_from_their_names_alone_and_paired_across_cells():
+    preset = protocol.PRESETS["paper"]
     everything = protocol.plan(preset, ["arithmetic", "xml"], ["lstm", "gru", "mut1"], 5)
     alone = protocol.plan(preset, ["xml"], ["gru"], 5)
     assert [t for t in everything if t["task"] == "xml" and t["arch"] == "gru"] == alone
-    assert len({t["seed"] for t in everything}) == len(everything)
-    for t in everything:
-        assert 0.3 <= t["init_scale"] <= 2.0 and 0.05 <= t["learning_rate"] <= 5.0
-        assert 1.0 <= t["clip_norm"] <= 20.0 and t["layers"] in preset.layers
+    drawn = ("seed", "init_scale", "learning_rate", "clip_norm", "layers")
+    for task in ("arithmetic", "xml"):
+        for i in range(5):  # trial i: the same draws for every architecture
+            same = [t for t in everything if t["task"] == task and t["trial"] == i]
+            assert len({tuple(t[k] for k in drawn) for t in same}) == 1
+    assert len({t["seed"] for t in everything}) == 10  # 2 tasks x 5 trials
+    for t in everything:  # the paper's ranges
+        assert 0.3 <= t["init_scale"] <= 2.8 and 0.1 <= t["learning_rate"] <= 5.0
+        assert 1.0 <= t["clip_norm"] <= 20.0 and t["layers"] in (1, 2, 3, 4)
     with pytest.raises(ValueError, match="unknown tasks or architectures"):
         protocol.plan(preset, ["ptb"], ["lstm"], 1)
+
+
+def test_preset_overrides_name_what_they_change():
+    quick = protocol.PRESETS["quick"]
+    changed = protocol.override(quick, ["epochs=3", "arithmetic.max_distractors=5",
+                                        "learning_rate=(0.5, 2.0)"])
+    assert changed.epochs == 3 and changed.learning_rate == (0.5, 2.0)
+    assert changed.task_kwargs["arithmetic"]["max_distractors"] == 5
+    assert quick.task_kwargs["arithmetic"] != changed.task_kwargs["arithmetic"]  # a copy
+    assert protocol.fingerprint(changed) != protocol.fingerprint(quick)
+    for bad, words in [("epochs", "KEY=VALUE"), ("epochs=twelve", "Python literal"),
+                       ("colour=3", "neither a preset field"),
+                       ("ptb.size=3", "neither a preset field")]:
+        with pytest.raises(ValueError, match=words):
+            protocol.override(quick, [bad])
+
+
+def test_paper_init_draws_uniformly_within_s_over_root_h_plus_fixed_offsets():
+    from experiments.jozefowicz import runner
+    from recurrax import models, population, train
+    H, V, s = 16, 7, 2.0
+    model = models.language_model("lstm-b", V, H)
+    init_params, offset = runner.paper_init(model, "lstm-b", H)
+    pop = population.init_population(init_params, train.make_optimizer(1.0), seeds=np.arange(3),
+                                     learning_rate=np.ones(3), clip_norm=np.ones(3),
+                                     init_scale=np.full(3, s), init_offset=offset)
+    params = pop.states.params
+    cell = params["layers"][0]
+    np.testing.assert_array_equal(np.asarray(offset["layers"][0]["b_f"]), 1.0)
+    bound = s / np.sqrt(H)
+    for name, leaf in [("embed", params["embed"]["E"]), ("W_hf", cell["W_hf"]),
+                       ("b_i", cell["b_i"]), ("readout", params["readout"]["W"])]:
+        x = np.asarray(leaf)
+        assert np.abs(x).max() <= bound, name
+        assert np.abs(x).max() > 0.9 * bound, name  # fills the range, not a narrower law
+        assert abs(np.mean(x)) < 0.1 * bound, name
+    b_f = np.asarray(cell["b_f"]) - 1.0  # the forget bias: 1 plus the scaled draw
+    assert np.abs(b_f).max() <= bound and np.abs(b_f).max() > 0.5 * bound
 
 
 def record(task, arch, trial, valid, test, diverged=False):
@@ -45,8 +88,8 @@ def test_report_takes_the_best_trial_on_validation():
             record("arithmetic", "lstm", 1, 0.1, 0.1)]  # a duplicate line: the first counts
     table = report.markdown(rows)
     line = [row for row in table.splitlines() if row.startswith("| lstm")][0]
-    assert "0.6 (n/a) [3 trials, 1 diverged]" in line  # best valid accuracy 0.7 -> its test
-    assert "150 (n/a) [2 trials]" in line  # lowest valid perplexity 110 -> its test 150
+    assert "0.6 (paper 0.892) [3 trials, 1 diverged]" in line  # best valid 0.7 -> its test
+    assert "150 (PTB ref. 0.0891) [2 trials]" in line  # lowest valid perplexity 110 -> its test 150
 
 
 ARGS = ["run", "--preset", "smoke", "--tasks", "arithmetic", "--archs", "lstm", "gru",
@@ -126,5 +169,5 @@ def test_a_changed_preset_refuses_a_results_file_of_the_old_one(tmp_path):
     with pytest.raises(SystemExit, match="older definition of the 'smoke' preset"):
         cli.main(ARGS + ["--results", str(results)])
     smoke = protocol.PRESETS["smoke"]
-    changed = dataclasses.replace(smoke, steps=smoke.steps + 1)
+    changed = dataclasses.replace(smoke, epochs=smoke.epochs + 1)
     assert protocol.fingerprint(changed) != protocol.fingerprint(smoke)

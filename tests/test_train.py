@@ -73,6 +73,47 @@ def test_plateau_runs_under_vmap():
     np.testing.assert_array_equal(np.asarray(states.scale), [1.0, 0.5, 0.5])
 
 
+def anneal_reference(losses, patience=3, halvings=4):
+    """The paper's schedule in plain Python: after `patience` epochs without a
+    new best, halve after each epoch, `halvings` times, then stop (scale 0)."""
+    best, waited, done, scale, scales = float("inf"), 0, 0, 1.0, []
+    for loss in losses:
+        waited = 0 if loss < best else waited + 1
+        best = min(best, loss)
+        if done == halvings:
+            scale = 0.0
+        elif done > 0 or waited >= patience:
+            scale, done = scale / 2, done + 1
+        scales.append(scale)
+    return scales
+
+
+@pytest.mark.parametrize("losses", [
+    [5.0, 4.0, 4.5, 4.4, 4.3, 4.2, 3.0, 2.0, 1.0, 0.5, 0.4],  # decay starts, improving after
+    [5.0, 4.0, 3.0, 2.0, 1.0],                                 # never stalls: no decay
+    [1.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0],       # stalls at once
+])
+def test_anneal_follows_the_papers_schedule(losses):
+    state, scales = train.anneal_init(), []
+    for loss in losses:
+        state = train.anneal_update(state, loss)
+        scales.append(float(state.scale))
+    assert scales == anneal_reference(losses)
+    # the written-out case: no new best after epochs 3, 4, 5 -> halve after 5..8, stop after 9
+    if losses[0] == 5.0 and len(losses) == 11:
+        assert scales == [1, 1, 1, 1, 0.5, 0.25, 0.125, 0.0625, 0, 0, 0]
+
+
+def test_anneal_runs_under_vmap_with_its_own_settings():
+    losses = np.array([[1.0, 2.0, 2.0, 2.0, 2.0], [3.0, 2.0, 1.0, 0.5, 0.2]], np.float32)
+    state = jax.vmap(lambda _: train.anneal_init())(jnp.arange(2))
+    update = jax.vmap(lambda s, v: train.anneal_update(s, v, patience=2, halvings=1))
+    for t in range(losses.shape[1]):
+        state = update(state, jnp.asarray(losses[:, t]))
+    expected = [anneal_reference(row, patience=2, halvings=1)[-1] for row in losses.tolist()]
+    np.testing.assert_array_equal(np.asarray(state.scale), expected)
+
+
 def test_windows_with_handed_carry_equal_one_pass_over_the_lanes(rng):
     """TBPTT's forward pass: windows with the carry handed along give exactly
     the logits of one scan over each whole lane."""

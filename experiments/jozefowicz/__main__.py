@@ -25,18 +25,10 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
 import time
 from pathlib import Path
 
-# XLA CPU's concurrency-optimized scheduler off: with it, training the search's
-# populations wedged within 2 to 5 populations in each of four tries; without
-# it, none in six (see README, "XLA CPU stalls"). Set before jax starts its backend.
-_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
-if "concurrency_optimized_scheduler" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_FLAG}".strip()
-
-import jax  # noqa: E402
+import jax
 
 from experiments.jozefowicz import protocol, report, runner, tasks as harness_tasks, watchdog
 from experiments.jozefowicz import search as arch_search
@@ -47,7 +39,7 @@ from recurrax.results import ResultsFile
 
 
 def run(args, on_stall=watchdog.abort) -> Path:
-    preset = protocol.PRESETS[args.preset]
+    preset = protocol.override(protocol.PRESETS[args.preset], args.set or [])
     results = ResultsFile(args.results or Path("results/jozefowicz") / f"{preset.name}.jsonl")
     trials = protocol.plan(preset, args.tasks or preset.tasks, args.archs or preset.archs,
                            args.trials or preset.trials)
@@ -75,8 +67,7 @@ def run(args, on_stall=watchdog.abort) -> Path:
         for (task, arch, layers), members in itertools.groupby(sorted(todo, key=group), key=group):
             members = list(members)
             if task not in setups:
-                setups[task] = harness_tasks.prepare(task, preset.batch, preset.unroll,
-                                                     preset.task_kwargs.get(task))
+                setups[task] = harness_tasks.prepare_for(preset, task)
             with stalls.armed():
                 records = runner.run_population(setups[task], preset, arch, layers, members, mesh)
             for record in records:
@@ -119,14 +110,28 @@ def run_search(args, on_stall=watchdog.abort) -> str:
     return arch_search.report(state, arch_search.stages(preset))
 
 
-def report_any(path: Path) -> str:
-    """The report of a run's results file or of a search log."""
+def report_any(path: Path, as_json: bool = False) -> str:
+    """The report of a run's results file or of a search log; with `as_json`,
+    a run's table and findings as one JSON object (and no plot)."""
     records, _ = ResultsFile(path).read()
     if records and records[0].get("kind") == "eval":
+        if as_json:
+            raise SystemExit(f"{path} is a search log; --json reports a run's results file")
         names = list(dict.fromkeys(r["stage"] for r in records if r.get("kind") == "score"))
         stages = [search_lib.Stage(n, 0.0, n != "words") for n in names]
         return arch_search.report(search_lib.load(ResultsFile(path)), stages)
+    if as_json:
+        return report.report_json(path)
     return report.report(path)
+
+
+def use_compilation_cache() -> None:
+    """Keep compiled programs on disk (`$RECURRAX_CACHE/jax`, by default
+    ~/.cache/recurrax/jax), so a resumed, restarted or repeated run does not
+    compile its populations' programs again."""
+    from recurrax.tasks.cache import cache_root
+    jax.config.update("jax_compilation_cache_dir", str(cache_root() / "jax"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 def main(argv=None) -> None:
@@ -138,6 +143,9 @@ def main(argv=None) -> None:
     r.add_argument("--archs", nargs="+", choices=protocol.ARCHS)
     r.add_argument("--trials", type=int)
     r.add_argument("--results", type=Path)
+    r.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a preset setting, e.g. epochs=12 or "
+                        "arithmetic.max_distractors=8 (repeatable)")
     r.add_argument("--stall-seconds", type=float, default=30.0,
                    help="restart (as a command) or stop (when called from Python) after this "
                         "many seconds without CPU use while training; 0 turns it off")
@@ -148,14 +156,19 @@ def main(argv=None) -> None:
     s.add_argument("--stall-seconds", type=float, default=60.0)
     p = sub.add_parser("report", help="print the table of a results file or search log")
     p.add_argument("file", type=Path)
+    p.add_argument("--json", action="store_true",
+                   help="print a run's table and findings as one JSON object (no plot)")
     args = parser.parse_args(argv)
+    if args.command in ("run", "search"):
+        use_compilation_cache()
     if args.command == "run":
         path = run(args, on_stall=watchdog.reexec if argv is None else watchdog.abort)
         print(report.report(path))
+        print(f"\nXLA CPU stall restarts of this command: {watchdog.restarts()}")
     elif args.command == "search":
         print(run_search(args, on_stall=watchdog.reexec if argv is None else watchdog.abort))
     else:
-        print(report_any(args.file))
+        print(report_any(args.file, args.json))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,13 @@
 """Train one population: the trials of one task that share an architecture and
 a depth (hence a hidden size), all in one compiled program.
 
-Per member the learning rate starts at the trial's draw and is halved after
-every validation without a new best (`recurrax.train.plateau_update`, one
-`Plateau` per member); the reported metrics are the test scores of the final
-params, beside the validation scores used to pick the best trial.
+Each member starts from the paper's initialisation (`paper_init`) and follows
+the paper's schedule (`recurrax.train.anneal_update`, one `Anneal` per member):
+one compiled call trains an epoch, one more scores the whole validation split,
+then the schedule sets each member's learning rate (0 once it has finished).
+The population stops when every member has finished or diverged, or after the
+preset's `epochs`. Reported: the validation and test scores of the final
+params (validation picks the best trial).
 """
 
 from __future__ import annotations
@@ -20,13 +23,14 @@ import optax
 import recurrax
 from experiments.jozefowicz import tasks as harness_tasks
 from experiments.jozefowicz.protocol import Preset
-from recurrax import budget, models, population, train
+from recurrax import budget, cells, models, population, train
+from recurrax.initializers import Initializers
 
 
 @functools.lru_cache(maxsize=64)
 def programs(kind: str, vocab_in: int, vocab_out: int, inputs: str, arch: str, layers: int,
              hidden: int):
-    """The model, optimizer, jitted population steps (`eval_every` SGD steps per
+    """The model, optimizer, jitted population steps (an epoch of SGD steps per
     call) and jitted scorer of one shape, built once per process, so
     populations (or single trials) of the same shape reuse the compiled code."""
     model = models.language_model(arch, vocab_in, hidden, layers, inputs=inputs,
@@ -36,7 +40,40 @@ def programs(kind: str, vocab_in: int, vocab_out: int, inputs: str, arch: str, l
     return model, opt, steps, harness_tasks.make_scores(kind, model)
 
 
+def paper_init(model: models.TokenModel, arch: str, hidden: int):
+    """`(init_params, offset)`: `init_params(key)` draws every param of `model`
+    (embedding, cells, readout) from U(−1/√H, 1/√H) and adds `offset`, the
+    fixed part of the cells' initialisation (LSTM-b's forget-gate bias of 1,
+    zeros elsewhere). `population.init_population(..., init_offset=offset,
+    init_scale=s)` then gives `offset + U(−s/√H, s/√H)`. No QR anywhere."""
+    zero = jax.nn.initializers.zeros
+    fixed = cells.get(arch, hidden, initializers=Initializers(zero, zero, zero))
+    shapes = jax.eval_shape(model.init, jax.random.key(0))
+    key0 = jax.random.key(0)
+    widths = [hidden] * len(model.cells)  # the embedding is H wide (language_model's default)
+    offset = {"embed": jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes["embed"]),
+              "layers": tuple(fixed.init(key0, d) for d in widths),
+              "readout": jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes["readout"])}
+    bound = 1.0 / np.sqrt(hidden)
+
+    def init_params(key):
+        leaves, tree = jax.tree.flatten(shapes)
+        keys = jax.random.split(key, len(leaves))
+        draws = [jax.random.uniform(k, s.shape, s.dtype, -bound, bound)
+                 for k, s in zip(keys, leaves)]
+        return jax.tree.map(jnp.add, offset, jax.tree.unflatten(tree, draws))
+
+    return init_params, offset
+
+
 _set_rates = jax.jit(jax.vmap(train.set_learning_rate))
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _anneal(state: train.Anneal, valid_nll: jax.Array, patience: int, halvings: int):
+    """`train.anneal_update` for every member."""
+    return jax.vmap(functools.partial(train.anneal_update, patience=patience,
+                                      halvings=halvings))(state, valid_nll)
 
 
 def run_population(setup: harness_tasks.Setup, preset: Preset, arch: str, layers: int,
@@ -55,41 +92,47 @@ def run_population(setup: harness_tasks.Setup, preset: Preset, arch: str, layers
              ("seed", "learning_rate", "clip_norm", "init_scale")}
     multiple = 1 if mesh is None else len(mesh.devices.flat)
     hyper = {k: population.pad_members(v, multiple) for k, v in hyper.items()}
+    members = len(hyper["seed"])
     carry = model.initial_carry((preset.batch,)) if setup.kind == "stream" else None
-    pop = population.init_population(model.init, opt, seeds=hyper["seed"],
+    init_params, offset = paper_init(model, arch, H)
+    pop = population.init_population(init_params, opt, seeds=hyper["seed"],
                                      learning_rate=hyper["learning_rate"],
                                      clip_norm=hyper["clip_norm"],
-                                     init_scale=hyper["init_scale"], carry=carry)
+                                     init_scale=hyper["init_scale"], init_offset=offset,
+                                     carry=carry)
     place = (lambda x: x) if mesh is None else (lambda x: population.replicate(x, mesh))
     if mesh is not None:
         pop = population.shard_members(pop, mesh)
-    plateau = jax.vmap(lambda _: train.plateau_init())(jnp.arange(len(hyper["seed"])))
+    anneal = jax.vmap(lambda _: train.anneal_init())(jnp.arange(members))
     base_lr = jnp.asarray(hyper["learning_rate"], jnp.float32)
+    eval_carry = None if carry is None else jax.tree.map(
+        lambda c: jnp.broadcast_to(c, (members,) + c.shape), carry)
+    epoch = len(setup.train)
 
-    def eval_carry():
-        return None if carry is None else jax.tree.map(
-            lambda c: jnp.broadcast_to(c, (len(hyper["seed"]),) + c.shape), carry)
+    def score(split):
+        return harness_tasks.evaluate(setup, scores, pop.states.params, eval_carry, split,
+                                      preset.eval_batches)
 
-    # `eval_every` SGD steps per call (one dispatch each), then a validation
-    # and the plateau rule, as the paper's schedule has it.
-    for first in range(0, preset.steps, preset.eval_every):
-        last = min(first + preset.eval_every, preset.steps)
-        chunk = population.stack_batches([setup.train.batch(i) for i in range(first, last)])
+    trained = np.zeros(members, int)  # SGD steps with a learning rate above 0
+    for e in range(preset.epochs):
+        trained += epoch * np.asarray((anneal.scale > 0) & ~pop.diverged)
+        chunk = population.stack_batches([setup.train.batch(i)
+                                          for i in range(e * epoch, (e + 1) * epoch)])
         pop, _ = steps(pop, place(chunk))
-        if last < preset.steps:
-            valid = harness_tasks.evaluate(setup, scores, pop.states.params, eval_carry(),
-                                           setup.valid, preset.eval_batches)
-            plateau = jax.vmap(train.plateau_update)(plateau, jnp.asarray(valid["nll"]))
-            states = pop.states._replace(opt_state=_set_rates(pop.states.opt_state,
-                                                              base_lr * plateau.scale))
-            pop = pop._replace(states=states)
-    valid = harness_tasks.evaluate(setup, scores, pop.states.params, eval_carry(), setup.valid,
-                                   preset.eval_batches)
-    test = harness_tasks.evaluate(setup, scores, pop.states.params, eval_carry(), setup.test,
-                                  preset.eval_batches)
+        valid = score(setup.valid)
+        anneal = _anneal(anneal, jnp.asarray(valid["nll"], jnp.float32), preset.patience,
+                         preset.halvings)
+        finished = np.asarray(anneal.scale == 0) | np.asarray(pop.diverged)
+        if finished.all():
+            break
+        states = pop.states._replace(opt_state=_set_rates(pop.states.opt_state,
+                                                          base_lr * anneal.scale))
+        pop = pop._replace(states=states)
+    test = score(setup.test)
     seconds = time.perf_counter() - start
     diverged, at = np.asarray(pop.diverged), np.asarray(pop.diverged_at)
-    steps = np.asarray(pop.states.step)
+    steps_done = np.minimum(trained, np.asarray(pop.states.step))  # a diverged member stops
+    halvings = np.asarray(anneal.halvings)
     records = []
     for m, t in enumerate(trials):
         metrics = {f"{split}_{k}": (None if diverged[m] else float(v[m]))
@@ -98,6 +141,7 @@ def run_population(setup: harness_tasks.Setup, preset: Preset, arch: str, layers
         records.append({**t, "hidden": H, "params": n_params, "metrics": metrics,
                         "diverged": bool(diverged[m]),
                         "diverged_at": int(at[m]) if diverged[m] else None,
-                        "steps": int(steps[m]), "population": M,
+                        "steps": int(steps_done[m]), "epoch_steps": epoch,
+                        "halvings": int(halvings[m]), "population": M,
                         "seconds": round(seconds / M, 3), "recurrax": recurrax.__version__})
     return records

@@ -22,6 +22,7 @@ import numpy as np
 
 from recurrax import batching, losses, tasks as task_lib
 from recurrax.tasks import Examples
+from recurrax.tasks import base as task_base
 
 
 class Setup(NamedTuple):
@@ -45,20 +46,38 @@ def _rolls_as_examples(rolls) -> Examples:
     return Examples(frames[:, :-1], frames[:, 1:], mask, np.maximum(lengths - 1, 0))
 
 
-def prepare(name: str, batch: int, unroll: int, task_kwargs: dict | None = None) -> Setup:
+def prepare(name: str, batch: int, unroll: int, task_kwargs: dict | None = None, *,
+            reset_at_documents: bool = True, examples_as_stream: bool = False) -> Setup:
+    """The task's splits as batchers. On the stream tasks the state is carried
+    from window to window; `reset_at_documents` also zeroes it where a
+    document starts (else it runs on across documents, a lane's start aside).
+    `examples_as_stream` feeds arithmetic and memorization as one stream of
+    problems (`tasks.base.examples_as_stream`: each problem's whole sequence,
+    then the next one's, only the answers scored), cut into windows of `unroll`
+    steps like the other stream tasks, instead of one padded row per problem."""
     kw = dict(task_kwargs or {})
+
+    def windows(stream, scored=None):
+        return batching.StreamWindows(stream.tokens,
+                                      stream.doc_starts if reset_at_documents else None,
+                                      batch, unroll, scored)
+
     if name in ("arithmetic", "memorization"):
         t = task_lib.get(name, **kw)
+        if examples_as_stream:
+            splits = [windows(*task_base.examples_as_stream(e))
+                      for e in (t.train, t.valid, t.test)]
+            return Setup(name, "stream", len(t.vocab), len(t.vocab), "tokens", *splits,
+                         "accuracy", True)
         return Setup(name, "examples", len(t.vocab), len(t.vocab), "tokens",
                      batching.ExampleBatches(t.train, batch, seed=0),
                      batching.ExampleBatches(t.valid, batch, shuffle=False),
                      batching.ExampleBatches(t.test, batch, shuffle=False), "accuracy", True)
     if name in ("xml", "words"):
         t = task_lib.xml(**kw) if name == "xml" else task_lib.text("word", **kw)
-        stream = lambda s: batching.StreamWindows(s.tokens, s.doc_starts, batch, unroll)  # noqa: E731
         metric = "accuracy" if name == "xml" else "perplexity"
-        return Setup(name, "stream", len(t.vocab), len(t.vocab), "tokens", stream(t.train),
-                     stream(t.valid), stream(t.test), metric, name == "xml")
+        return Setup(name, "stream", len(t.vocab), len(t.vocab), "tokens", windows(t.train),
+                     windows(t.valid), windows(t.test), metric, name == "xml")
     if name == "music":
         t = task_lib.music(**kw)
         P = len(t.vocab)
@@ -70,6 +89,13 @@ def prepare(name: str, batch: int, unroll: int, task_kwargs: dict | None = None)
                      whole(t.valid), whole(t.test), "nll_per_step", False)
     raise ValueError(f"unknown task {name!r}; expected memorization, arithmetic, xml, words "
                      f"or music")
+
+
+def prepare_for(preset, name: str) -> Setup:
+    """`prepare` with everything a `protocol.Preset` sets for task `name`."""
+    return prepare(name, preset.batch, preset.unroll, preset.task_kwargs.get(name),
+                   reset_at_documents=preset.reset_at_documents,
+                   examples_as_stream=preset.examples_as_stream)
 
 
 def make_loss(kind: str, model) -> Callable:
@@ -90,10 +116,13 @@ def make_loss(kind: str, model) -> Callable:
 
 
 def make_scores(kind: str, model) -> Callable:
-    """`scores(params[M], batch, carry[M]) -> (carry, {"nll", "hits", "count"})`,
-    jitted and mapped over the members (compiled once per population)."""
+    """`scores(params[M], batches, carry[M]) -> {"nll", "hits", "count"}[M]`:
+    every batch of a split (leaves stacked on a leading axis, see
+    `stacked_batches`) scored in one jitted call, a `lax.scan` over the batches
+    handing the carry along, mapped over the members. `nll` and `hits` are
+    sums over the valid positions (divide by `count` for means)."""
 
-    def scores(params, batch, carry):
+    def one(params, carry, batch):
         if kind == "stream":
             carry, out = model.apply(params, batch["inputs"], carry, resets=batch["resets"])
         else:
@@ -102,26 +131,42 @@ def make_scores(kind: str, model) -> Callable:
         mask = jnp.ones(batch["targets"].shape[:2], bool) if mask is None else mask
         count = jnp.sum(mask)
         if kind == "rolls":
-            return carry, {"nll": losses.bernoulli_nll(out, batch["targets"], mask),
-                           "hits": jnp.zeros(()), "count": count}
-        return carry, {"nll": losses.softmax_cross_entropy(out, batch["targets"], mask),
-                       "hits": losses.accuracy(out, batch["targets"], mask), "count": count}
+            nll, hits = losses.bernoulli_nll(out, batch["targets"], mask), jnp.zeros(())
+        else:
+            nll = losses.softmax_cross_entropy(out, batch["targets"], mask)
+            hits = losses.accuracy(out, batch["targets"], mask)
+        return carry, jnp.stack([nll * count, hits * count, count.astype(nll.dtype)])
 
-    return jax.jit(jax.vmap(scores, in_axes=(0, None, 0)))
+    def member(params, batches, carry):
+        _, sums = jax.lax.scan(lambda c, b: one(params, c, b), carry, batches)
+        nll, hits, count = jnp.sum(sums, axis=0)
+        return {"nll": nll, "hits": hits, "count": count}
+
+    return jax.jit(jax.vmap(member, in_axes=(0, None, 0)))
 
 
-def evaluate(setup: Setup, scores: Callable, params, carry, batches, max_batches: int) -> dict:
+_STACKED: dict[tuple[int, int | None], Any] = {}
+
+
+def stacked_batches(batches, max_batches: int | None):
+    """The first `max_batches` batches of `batches` (all when `None`), stacked
+    on a leading axis once per process: the input of `make_scores`."""
+    key = (id(batches), max_batches)
+    if key not in _STACKED:
+        n = len(batches) if max_batches is None else min(len(batches), max_batches)
+        _STACKED[key] = (batches, jax.tree.map(lambda *leaves: np.stack(leaves),
+                                               *[batches.batch(i) for i in range(n)]))
+    return _STACKED[key][1]
+
+
+def evaluate(setup: Setup, scores: Callable, params, carry, batches,
+             max_batches: int | None) -> dict:
     """Metrics per member (`params` and `carry` carry a leading member axis),
-    each a mean over the valid positions of the first `max_batches` batches;
-    `scores` from `make_scores`."""
-    total_nll = total_hits = total = 0.0
-    for i in range(min(len(batches), max_batches)):
-        carry, m = scores(params, batches.batch(i), carry)
-        w = np.asarray(m["count"], np.float64)
-        total_nll = total_nll + np.asarray(m["nll"], np.float64) * w
-        total_hits = total_hits + np.asarray(m["hits"], np.float64) * w
-        total = total + w
-    nll = total_nll / np.maximum(total, 1)
+    each a mean over the valid positions of the first `max_batches` batches
+    (all when `None`); `scores` from `make_scores`."""
+    sums = scores(params, stacked_batches(batches, max_batches), carry)
+    total = np.maximum(np.asarray(sums["count"], np.float64), 1)
+    nll = np.asarray(sums["nll"], np.float64) / total
     out = {"nll": nll}
     if setup.kind == "rolls":
         out["nll_per_step"] = nll
@@ -129,5 +174,5 @@ def evaluate(setup: Setup, scores: Callable, params, carry, batches, max_batches
         out["perplexity"] = np.exp(nll)
         out["word_probability"] = np.exp(-nll)
     else:
-        out["accuracy"] = total_hits / np.maximum(total, 1)
+        out["accuracy"] = np.asarray(sums["hits"], np.float64) / total
     return out

@@ -153,6 +153,21 @@ def pad_examples(rows: Sequence[tuple[Sequence[int], Sequence[int], Sequence[boo
     return Examples(inputs, targets, mask, lengths)
 
 
+def examples_as_stream(examples: Examples) -> tuple[Stream, np.ndarray]:
+    """The rows of `examples` one after another as one token stream, and
+    `scored[i]`: whether the target of stream position i (the token at i + 1)
+    is scored. Row n contributes its inputs `inputs[n, :L]` and its last target
+    `targets[n, L−1]` (the whole sequence, L = lengths[n]); position i of row n
+    is scored where `mask[n, i]` is, and its last token (whose successor is the
+    next row's first token) never is. `doc_starts` marks each row's start."""
+    pieces, scored = [], []
+    for x, y, m, n in zip(examples.inputs, examples.targets, examples.mask, examples.lengths):
+        pieces.append(np.append(x[:n], y[n - 1]))
+        scored.append(np.append(m[:n], False))
+    stream = stream_from_docs(pieces)
+    return stream, np.concatenate(scored) if scored else np.zeros(0, bool)
+
+
 def stream_from_docs(docs: Sequence[np.ndarray]) -> Stream:
     """Concatenate non-empty token arrays; `doc_starts` marks each one's first token."""
     if any(len(doc) == 0 for doc in docs):

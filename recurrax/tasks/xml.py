@@ -24,12 +24,13 @@ DOC_END = "\n"
 VOCAB: tuple[str, ...] = tuple(sorted(DOC_END + "</>" + LETTERS))
 
 
-def _document(rng: np.random.Generator, max_steps: int, p_close: float) -> str:
+def _document(rng: np.random.Generator, max_steps: int, p_close: float,
+              name_lengths: tuple[int, int]) -> str:
     """One document, following the generator of the module docstring; step 0
     always opens a tag (the document's first element)."""
     close = rng.random(max_steps) < p_close
-    sizes = rng.integers(MIN_NAME, MAX_NAME + 1, size=max_steps)
-    letters = rng.integers(0, len(LETTERS), size=(max_steps, MAX_NAME))
+    sizes = rng.integers(name_lengths[0], name_lengths[1] + 1, size=max_steps)
+    letters = rng.integers(0, len(LETTERS), size=(max_steps, name_lengths[1]))
     out: list[str] = []
     stack: list[str] = []
     step = 0
@@ -51,6 +52,7 @@ def xml(
     n_test: int = 1000,
     max_steps: int = 50,
     p_close: float = 0.5,
+    name_lengths: tuple[int, int] = (MIN_NAME, MAX_NAME),
 ) -> Task:
     """A character stream of generated XML documents; n_* count documents.
 
@@ -58,7 +60,8 @@ def xml(
     literal rule would leave half of all documents empty). At each later step,
     with probability `p_close` or once `max_steps` steps have run, close the
     most recent open tag, or stop if none is open; otherwise open a new tag
-    whose name has a length uniform in 2..10 and letters uniform over "a".."z".
+    whose name has a length uniform in `name_lengths` (the paper: 2..10) and
+    letters uniform over "a".."z".
     Opening tags therefore only occur in the first `max_steps` steps, and a
     document may hold several top-level elements. It is written without spaces
     and followed by one newline: "<abc><de></de></abc>\\n". The split's stream
@@ -70,11 +73,17 @@ def xml(
     seed = check_seed(seed)
     sizes = check_sizes(n_train, n_valid, n_test)
     max_steps = check_int("max_steps", max_steps, 1)
+    if (not isinstance(name_lengths, (tuple, list)) or len(name_lengths) != 2
+            or any(isinstance(n, bool) or not isinstance(n, int) for n in name_lengths)
+            or not 1 <= name_lengths[0] <= name_lengths[1]):
+        raise ValueError(f"name_lengths: expected (shortest, longest) with 1 <= shortest <= "
+                         f"longest, got {name_lengths!r}")
+    name_lengths = (int(name_lengths[0]), int(name_lengths[1]))
     if isinstance(p_close, bool) or not isinstance(p_close, (int, float)) or not 0 < p_close < 1:
         raise ValueError(f"p_close: expected a probability in (0, 1), got {p_close!r}")
 
     def draw(rng: np.random.Generator, n: int) -> list[tuple[str, str]]:
-        docs = [_document(rng, max_steps, float(p_close)) for _ in range(n)]
+        docs = [_document(rng, max_steps, float(p_close), name_lengths) for _ in range(n)]
         return [(doc, doc) for doc in docs]
 
     hint = "lower n_test/n_valid or raise max_steps"
