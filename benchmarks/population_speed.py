@@ -32,16 +32,20 @@ def main(argv=None) -> dict:
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", default=[])
     parser.add_argument("--population-only", action="store_true")
+    parser.add_argument("--cpu-devices", type=int, default=None,
+                        help="as `jozefowicz run --cpu-devices` (default: one per core)")
     args = parser.parse_args(argv)
     if args.trials < 1:
         parser.error(f"--trials must be at least 1, got {args.trials}")
     preset = protocol.override(protocol.PRESETS[args.preset], args.set)
+    runner.use_cpu_devices(args.cpu_devices)
+    mesh = runner.member_mesh()
     trials = [dict(t, layers=1) for t in protocol.plan(preset, [args.task], [args.arch],
                                                         args.trials)]
     setup = harness_tasks.prepare_for(preset, args.task)
     jax.clear_caches()
     start = time.perf_counter()
-    together = runner.run_population(setup, preset, args.arch, 1, trials)
+    together = runner.run_population(setup, preset, args.arch, 1, trials, mesh)
     population_s = time.perf_counter() - start
     result = {"preset": args.preset, "set": args.set, "task": args.task, "arch": args.arch,
               "trials": args.trials, "epochs": preset.epochs,
@@ -50,11 +54,11 @@ def main(argv=None) -> dict:
               "population_trials_per_min": round(60 * args.trials / population_s, 2),
               "test_nll_population": [a["metrics"]["test_nll"] for a in together],
               "learning_rates": [t["learning_rate"] for t in trials],
-              "device": jax.devices()[0].device_kind}
+              "device": jax.devices()[0].device_kind, "devices": len(jax.devices())}
     if not args.population_only:
         jax.clear_caches()
         start = time.perf_counter()
-        alone = [runner.run_population(setup, preset, args.arch, 1, [t])[0] for t in trials]
+        alone = [runner.run_population(setup, preset, args.arch, 1, [t], mesh)[0] for t in trials]
         single_s = time.perf_counter() - start
         result |= {"one_at_a_time_s": round(single_s, 1),
                    "one_at_a_time_trials_per_min": round(60 * args.trials / single_s, 2),

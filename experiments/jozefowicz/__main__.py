@@ -1,24 +1,27 @@
 """The Jozefowicz et al. (2015) comparison, as a command.
 
     python -m experiments.jozefowicz run --preset {smoke,quick,paper} [--tasks ...]
-        [--archs ...] [--trials N] [--results FILE]
+        [--archs ...] [--trials N] [--results FILE] [--set KEY=VALUE ...]
     python -m experiments.jozefowicz search --preset {smoke,quick,paper} [--results FILE]
         [--candidates N]
-    python -m experiments.jozefowicz report FILE
+    python -m experiments.jozefowicz report FILE [--json]
 
 `run` trains every trial of the preset, population by population (trials of a
 task sharing an architecture and a depth train together in one compiled
 program, their member axis spread over all devices), appends one JSON line per
 finished trial to the results file and skips trials already there, so
-rerunning the same command resumes. `search` runs the architecture search
-(`experiments.jozefowicz.search`, `recurrax.search`), logged to its results
-file and resumed the same way. `report` prints the Markdown table of a run
-and writes a plot of each architecture's results beside the file, or, for a
-search log, the top cells as equations beside LSTM, GRU and MUT1-3.
+rerunning the same command resumes; `--set` overrides a preset setting (the
+pilots in the README were run this way). `search` runs the architecture
+search (`experiments.jozefowicz.search`, `recurrax.search`), logged to its
+results file and resumed the same way. `report` prints the Markdown table of
+a run with the paper's figures and the four findings' verdicts (`--json`: one
+JSON object) and writes a plot beside the file, or, for a search log, the top
+cells as equations beside LSTM, GRU and MUT1-3. Compiled programs are kept
+on disk between runs (`use_compilation_cache`).
 On several hosts, call `jax.distributed.initialize()` first (see the README).
-If XLA CPU wedges while training (seen on this machine, see `watchdog`), the
-command starts itself again after `--stall-seconds` without CPU use and
-resumes.
+As a last resort, if XLA CPU ever wedges while training, the command starts
+itself again after `--stall-seconds` without CPU use and resumes; the number
+of such restarts ends the run's output.
 """
 
 from __future__ import annotations
@@ -34,7 +37,6 @@ from experiments.jozefowicz import protocol, report, runner, tasks as harness_ta
 from experiments.jozefowicz import search as arch_search
 from recurrax import search as search_lib
 from experiments.progress import progress_bar
-from recurrax import population
 from recurrax.results import ResultsFile
 
 
@@ -57,7 +59,7 @@ def run(args, on_stall=watchdog.abort) -> Path:
     todo = [t for t in trials if t["key"] not in done]
     print(f"{len(trials)} trials, {len(trials) - len(todo)} already in {results.path}, "
           f"{len(todo)} to run on {len(jax.devices())} device(s)")
-    mesh = population.member_mesh() if len(jax.devices()) > 1 else None
+    mesh = runner.member_mesh()
     group = lambda t: (t["task"], t["arch"], t["layers"])  # noqa: E731
     setups: dict[str, harness_tasks.Setup] = {}
     best: dict[str, float] = {}
@@ -146,6 +148,9 @@ def main(argv=None) -> None:
     r.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a preset setting, e.g. epochs=12 or "
                         "arithmetic.max_distractors=8 (repeatable)")
+    r.add_argument("--cpu-devices", type=int, default=None,
+                   help="split the CPU into this many devices, members sharded over them "
+                        "(default: one per usable core)")
     r.add_argument("--stall-seconds", type=float, default=30.0,
                    help="restart (as a command) or stop (when called from Python) after this "
                         "many seconds without CPU use while training; 0 turns it off")
@@ -161,6 +166,10 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.command in ("run", "search"):
         use_compilation_cache()
+    if args.command == "run":
+        if args.cpu_devices is not None and args.cpu_devices < 1:
+            parser.error(f"--cpu-devices must be at least 1, got {args.cpu_devices}")
+        runner.use_cpu_devices(args.cpu_devices)
     if args.command == "run":
         path = run(args, on_stall=watchdog.reexec if argv is None else watchdog.abort)
         print(report.report(path))

@@ -13,6 +13,7 @@ params (validation picks the best trial).
 from __future__ import annotations
 
 import functools
+import os
 import time
 
 import jax
@@ -25,6 +26,28 @@ from experiments.jozefowicz import tasks as harness_tasks
 from experiments.jozefowicz.protocol import Preset
 from recurrax import budget, cells, models, population, train
 from recurrax.initializers import Initializers
+
+
+def use_cpu_devices(count: int | None = None) -> int:
+    """Split the host CPU into `count` JAX devices (default: one per usable
+    core), so that a population's members, sharded over the devices, train on
+    every core at once (one XLA CPU device keeps about 1.2 of 2 cores busy on
+    these small programs). Must run before JAX initialises its backends;
+    afterwards (e.g. called from Python after other JAX work) it changes
+    nothing. Returns the number of CPU devices asked for."""
+    count = len(os.sched_getaffinity(0)) if count is None else count
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"cpu devices: expected a positive int, got {count!r}")
+    try:
+        jax.config.update("jax_num_cpu_devices", count)
+    except RuntimeError:  # the backends are up already: keep what they have
+        pass
+    return count
+
+
+def member_mesh():
+    """The mesh members are sharded over (all devices), or `None` on one."""
+    return population.member_mesh() if len(jax.devices()) > 1 else None
 
 
 @functools.lru_cache(maxsize=64)
