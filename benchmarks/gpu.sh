@@ -24,14 +24,8 @@
 #                 then full unroll (T <= 64: 48 s to compile T = 64 on the 2-core CPU)
 set -uo pipefail
 
-OUT_DIR="${1:-${OUT:-results/bench/gpu}}"
-mkdir -p "$OUT_DIR"
-OUT_DIR="$(cd "$OUT_DIR" && pwd)"
-cd "$(dirname "$0")/.."                     # the repository root
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+source "$(dirname "$0")/device_env.sh" results/bench/gpu "${1:-}"
 export XLA_PYTHON_CLIENT_MEM_FRACTION="${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.45}"  # room for torch
-export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-1}"
-PY="${PYTHON:-python3}"
 JSONL="$OUT_DIR/scan.jsonl"
 RUN_ID="gpu-$(date -u +%Y%m%d-%H%M%S)"
 START=$(date +%s)

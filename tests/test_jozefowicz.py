@@ -171,3 +171,47 @@ def test_a_changed_preset_refuses_a_results_file_of_the_old_one(tmp_path):
     smoke = protocol.PRESETS["smoke"]
     changed = dataclasses.replace(smoke, epochs=smoke.epochs + 1)
     assert protocol.fingerprint(changed) != protocol.fingerprint(smoke)
+
+
+def test_a_split_scored_in_one_call_equals_window_by_window_scoring():
+    """`tasks.evaluate` (one compiled scan over the windows, every member at
+    once) against a plain loop over the windows for each member alone, on
+    arithmetic fed as one stream whose answers alone are scored."""
+    import jax
+    from experiments.jozefowicz import runner, tasks as harness_tasks
+    preset = protocol.override(protocol.PRESETS["smoke"], ["examples_as_stream=True",
+                                                           "reset_at_documents=False"])
+    setup = harness_tasks.prepare_for(preset, "arithmetic")
+    assert setup.kind == "stream" and setup.valid.batch(0)["mask"].any()
+    model, opt, _, scores = runner.programs(setup.kind, setup.vocab_in, setup.vocab_out,
+                                            setup.inputs, "gru", 1, 8)
+    params = jax.vmap(model.init)(jax.random.split(jax.random.key(0), 3))
+    carry = jax.tree.map(lambda c: np.broadcast_to(c, (3,) + c.shape),
+                         model.initial_carry((preset.batch,)))
+    got = harness_tasks.evaluate(setup, scores, params, carry, setup.valid, None)
+    for m in range(3):
+        p = jax.tree.map(lambda a: a[m], params)
+        c, nll, hits, count = model.initial_carry((preset.batch,)), 0.0, 0.0, 0
+        for b in setup.valid:
+            c, logits = model.apply(p, b["inputs"], c, resets=b["resets"])
+            logp = np.asarray(jax.nn.log_softmax(logits))
+            picked = np.take_along_axis(logp, b["targets"][..., None], -1)[..., 0]
+            nll -= picked[b["mask"]].sum()
+            hits += (logp.argmax(-1) == b["targets"])[b["mask"]].sum()
+            count += b["mask"].sum()
+        np.testing.assert_allclose(got["nll"][m], nll / count, rtol=1e-5)
+        np.testing.assert_allclose(got["accuracy"][m], hits / count, rtol=1e-6)
+
+
+def test_a_population_trains_arithmetic_as_a_stream_and_counts_its_steps():
+    from experiments.jozefowicz import runner, tasks as harness_tasks
+    preset = protocol.override(protocol.PRESETS["smoke"], ["examples_as_stream=True",
+                                                           "reset_at_documents=False",
+                                                           "epochs=3"])
+    setup = harness_tasks.prepare_for(preset, "arithmetic")
+    trials = protocol.plan(preset, ["arithmetic"], ["lstm-b"], 2)
+    records = runner.run_population(setup, preset, "lstm-b", 1, trials)
+    for r in records:
+        assert r["epoch_steps"] == len(setup.train)
+        assert r["steps"] == 3 * len(setup.train)  # too short for the schedule to stop it
+        assert 0 <= r["metrics"]["test_accuracy"] <= 1 and r["halvings"] == 0

@@ -28,7 +28,7 @@ import recurrax
 from recurrax import analysis, models, population, train, universal
 
 #: jaxlib versions whose batched LAPACK kernels deadlock (measured: 0.10.0-0.10.2 stall,
-#: 0.9.2 does not; /work/shared/notes/xla-cpu-lapack-deadlock.md).
+#: 0.9.2 does not; README, "XLA CPU stalls: the cause, removed").
 AFFECTED_JAXLIB = ("0.10.0", "0.10.1", "0.10.2")
 REPRODUCER = Path(__file__).with_name("lapack_stall_reproducer.py")
 STALLED = 3  # the reproducer's exit status for a stall

@@ -1,15 +1,17 @@
 """How each task of the study is fed to a model, trained and scored.
 
-| task         | data            | input     | loss per step                  | reported (test)            |
-| ------------ | --------------- | --------- | ------------------------------ | -------------------------- |
-| memorization | `Examples`      | tokens    | cross-entropy, answer only     | accuracy on answer symbols |
-| arithmetic   | `Examples`      | tokens    | cross-entropy, answer only     | accuracy on answer chars   |
-| xml          | `Stream`, TBPTT | tokens    | cross-entropy                  | next-character accuracy    |
-| words        | `Stream`, TBPTT | tokens    | cross-entropy                  | perplexity, exp(−NLL)      |
-| music        | piano `Rolls`   | 0/1 frame | Bernoulli NLL summed over keys | NLL per time step          |
+| task         | data                   | input     | loss per step          | reported (test)    |
+| ------------ | ---------------------- | --------- | ---------------------- | ------------------ |
+| memorization | `Examples`, or stream* | tokens    | cross-entropy, answers | accuracy, answers  |
+| arithmetic   | `Examples`, or stream* | tokens    | cross-entropy, answers | accuracy, answers  |
+| xml          | `Stream`, TBPTT        | tokens    | cross-entropy          | next-char accuracy |
+| words        | `Stream`, TBPTT        | tokens    | cross-entropy          | perplexity         |
+| music        | piano `Rolls`          | 0/1 frame | Bernoulli NLL, keys    | NLL per time step  |
 
-Every `loss_fn` has the signature of `recurrax.train`; `evaluate` scores a
-whole population on a split at once (metrics per member).
+(*) `examples_as_stream`: the problems one after another as one stream cut
+into TBPTT windows, only the answers scored. Every `loss_fn` has the
+signature of `recurrax.train`; `evaluate` scores a whole population on a
+split in one compiled call (metrics per member).
 """
 
 from __future__ import annotations
@@ -104,7 +106,8 @@ def make_loss(kind: str, model) -> Callable:
 
     def loss_fn(params, batch, carry, key):
         if kind == "stream":
-            carry, out = model.apply(params, batch["inputs"], carry, resets=batch["resets"], key=key)
+            carry, out = model.apply(params, batch["inputs"], carry, resets=batch["resets"],
+                                     key=key)
         else:
             carry, out = model.apply(params, batch["inputs"], key=key)
             carry = None
