@@ -164,11 +164,13 @@ def main(argv=None) -> None:
     p.add_argument("--json", action="store_true",
                    help="print a run's table and findings as one JSON object (no plot)")
     args = parser.parse_args(argv)
-    if args.command in ("run", "search"):
+    if args.command == "run" and args.cpu_devices is not None and args.cpu_devices < 1:
+        parser.error(f"--cpu-devices must be at least 1, got {args.cpu_devices}")
+    # Process-wide JAX settings: as a command always; called from Python, only
+    # the devices and only when asked for.
+    if argv is None and args.command in ("run", "search"):
         use_compilation_cache()
-    if args.command == "run":
-        if args.cpu_devices is not None and args.cpu_devices < 1:
-            parser.error(f"--cpu-devices must be at least 1, got {args.cpu_devices}")
+    if args.command == "run" and (argv is None or args.cpu_devices is not None):
         runner.use_cpu_devices(args.cpu_devices)
     if args.command == "run":
         path = run(args, on_stall=watchdog.reexec if argv is None else watchdog.abort)

@@ -96,11 +96,12 @@ def summary(records: list[dict], resamples: int = findings.RESAMPLES,
 
 
 def plot(records: list[dict], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Every trial's test score per cell (dots), the best trial on validation
+    (a ring) and the paper's figure where it has one (a black bar)."""
+    from experiments.cli import pyplot, save_figure
+    plt = pyplot()
     records = unique(records, key=lambda r: r["key"])
-    tasks = _tasks(records)
+    tasks, cells = _tasks(records), findings.cells(records)
     fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
     for ax, t in zip(axes[0], tasks):
         archs = list(dict.fromkeys(r["arch"] for r in records if r["task"] == t))
@@ -108,11 +109,17 @@ def plot(records: list[dict], path: Path) -> None:
             ys = [r["metrics"][f"test_{COLUMNS[t]}"] for r in records
                   if r["task"] == t and r["arch"] == a and not r["diverged"]]
             ax.scatter([i] * len(ys), ys, s=12, alpha=0.7)
+            ax.scatter([i], [findings.score(cells[(t, a)])], s=70, facecolors="none",
+                       edgecolors="k", linewidths=0.8,
+                       label="best on validation" if i == 0 else None)
+            if paper.comparable(t, a) is not None:
+                ax.scatter([i], [paper.comparable(t, a)], marker="_", s=250, c="k",
+                           label="paper" if i == 0 else None)
         ax.set_xticks(range(len(archs)), archs, rotation=60)
         ax.set(title=t, ylabel=f"test {COLUMNS[t]}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8, loc="lower left")
+    save_figure(fig, path)
 
 
 def read(path: str | Path) -> list[dict]:
