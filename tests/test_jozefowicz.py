@@ -47,7 +47,13 @@ def test_preset_overrides_name_what_they_change():
     assert protocol.fingerprint(changed) != protocol.fingerprint(quick)
     for bad, words in [("epochs", "KEY=VALUE"), ("epochs=twelve", "Python literal"),
                        ("colour=3", "neither a preset field"),
-                       ("ptb.size=3", "neither a preset field")]:
+                       ("ptb.size=3", "neither a preset field"),
+                       ("epochs=0", "epochs must be an int >= 1"),
+                       ("trials=2.5", "trials must be an int >= 1"),
+                       ("layers=()", "layers must be a non-empty tuple"),
+                       ("learning_rate=(5, 0.5)", "learning_rate must be a range"),
+                       ("init_scale=(0, 1)", "init_scale must be a range"),
+                       ("examples_as_stream=1", "examples_as_stream must be True or False")]:
         with pytest.raises(ValueError, match=words):
             protocol.override(quick, [bad])
 

@@ -164,8 +164,14 @@ def main(argv=None) -> None:
     p.add_argument("--json", action="store_true",
                    help="print a run's table and findings as one JSON object (no plot)")
     args = parser.parse_args(argv)
-    if args.command == "run" and args.cpu_devices is not None and args.cpu_devices < 1:
-        parser.error(f"--cpu-devices must be at least 1, got {args.cpu_devices}")
+    if args.command == "run":
+        for flag, value in (("--cpu-devices", args.cpu_devices), ("--trials", args.trials)):
+            if value is not None and value < 1:
+                parser.error(f"{flag} must be at least 1, got {value}")
+        try:  # a bad --set is refused before anything loads
+            protocol.override(protocol.PRESETS[args.preset], args.set or [])
+        except ValueError as e:
+            parser.error(str(e))
     # Process-wide JAX settings: as a command always; called from Python, only
     # the devices and only when asked for.
     if argv is None and args.command in ("run", "search"):

@@ -66,6 +66,33 @@ class Preset:
     reset_at_documents: bool = True  # stream tasks: zero the state where a document starts
     examples_as_stream: bool = False  # arithmetic as one stream of problems (TBPTT windows)
 
+    def __post_init__(self):
+        """Refuse a preset (or a `--set` override) that could not run, naming the field."""
+        def count(name, value, low):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"preset {self.name!r}: {name} must be an int >= {low}, "
+                                 f"got {value!r}")
+        for name, low in [("trials", 1), ("epochs", 1), ("batch", 1), ("unroll", 1),
+                          ("patience", 1), ("halvings", 0)]:
+            count(name, getattr(self, name), low)
+        if self.eval_batches is not None:
+            count("eval_batches", self.eval_batches, 1)
+        if not self.layers or any(isinstance(n, bool) or not isinstance(n, int) or n < 1
+                                  for n in self.layers):
+            raise ValueError(f"preset {self.name!r}: layers must be a non-empty tuple of "
+                             f"ints >= 1, got {self.layers!r}")
+        for name in ("init_scale", "learning_rate", "clip_norm"):
+            r = getattr(self, name)
+            if (not isinstance(r, tuple) or len(r) != 2 or
+                    not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in r)
+                    or not 0 < r[0] <= r[1]):
+                raise ValueError(f"preset {self.name!r}: {name} must be a range (low, high) "
+                                 f"with 0 < low <= high, got {r!r}")
+        for name in ("reset_at_documents", "examples_as_stream"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"preset {self.name!r}: {name} must be True or False, "
+                                 f"got {getattr(self, name)!r}")
+
 
 _SMALL = dict(n_train=2000, n_valid=200, n_test=200)
 PRESETS = {
