@@ -71,12 +71,12 @@ def paper_init(model: models.TokenModel, arch: str, hidden: int):
     init_scale=s)` then gives `offset + U(−s/√H, s/√H)`. No QR anywhere."""
     zero = jax.nn.initializers.zeros
     fixed = cells.get(arch, hidden, initializers=Initializers(zero, zero, zero))
-    shapes = jax.eval_shape(model.init, jax.random.key(0))
-    key0 = jax.random.key(0)
+    key0 = jax.random.key(0)  # the zero initialisers ignore it
+    shapes = jax.eval_shape(model.init, key0)
+    zeros = lambda tree: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), tree)  # noqa: E731
     widths = [hidden] * len(model.cells)  # the embedding is H wide (language_model's default)
-    offset = {"embed": jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes["embed"]),
-              "layers": tuple(fixed.init(key0, d) for d in widths),
-              "readout": jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes["readout"])}
+    offset = {"embed": zeros(shapes["embed"]), "readout": zeros(shapes["readout"]),
+              "layers": tuple(fixed.init(key0, d) for d in widths)}
     bound = 1.0 / np.sqrt(hidden)
 
     def init_params(key):

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from recurrax import batching, losses, tasks as task_lib
+from recurrax import batching, losses, population, tasks as task_lib
 from recurrax.tasks import Examples
 from recurrax.tasks import base as task_base
 
@@ -157,8 +157,8 @@ def stacked_batches(batches, max_batches: int | None):
     key = (id(batches), max_batches)
     if key not in _STACKED:
         n = len(batches) if max_batches is None else min(len(batches), max_batches)
-        _STACKED[key] = (batches, jax.tree.map(lambda *leaves: np.stack(leaves),
-                                               *[batches.batch(i) for i in range(n)]))
+        _STACKED[key] = (batches, population.stack_batches([batches.batch(i)
+                                                            for i in range(n)]))
     return _STACKED[key][1]
 
 
