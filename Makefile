@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run search char-rnn applications test test-all bench clean
+.PHONY: install run search char-rnn applications lint test test-all bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ applications: $(STAMP)
 	$(PY) -m experiments.addition --preset quick
 	$(PY) -m experiments.sentiment --preset quick
 	$(PY) -m experiments.captioning --preset quick
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pyright
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -20,7 +20,7 @@ Each function yields one record (a dict) per measurement.
 from __future__ import annotations
 
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import jax
 

@@ -4,7 +4,7 @@ params and the inputs) at the three reference shapes, each variant timed
 round-robin with recurrax's default and PyTorch `nn.LSTM` in one process:
 
 - `autodiff in loop`: JAX's own differentiation of the loop, every weight
-  gradient accumulated inside it (`recurrax.deferred.autodiff_in_loop`; the
+  gradient accumulated inside it (`recurrax._deferred.autodiff_in_loop`; the
   default before the recurrent weights' gradients moved after the loop);
 - `remat`: `scan(remat=True)`, the checkpoint policy that saves nothing;
 - `checkpoint dots`: the step under `jax.checkpoint(policy=dots_saveable)`,
@@ -73,7 +73,7 @@ def _scan_apply(cell, **scan_kw):
 
 def _in_loop_apply(cell):
     def apply(params, xs):  # scan picks its backward when traced: trace inside
-        with recurrax.deferred.autodiff_in_loop():
+        with recurrax._deferred.autodiff_in_loop():
             return recurrax.scan(cell, params, xs)[1]
     return apply
 
@@ -89,8 +89,8 @@ def variants(H: int) -> dict:
         "checkpoint dots": _scan_apply(cell._replace(step=dots)),
         "stacked carry": _scan_apply(stacked_carry(cell)),
         "fused x|h matmul": _scan_apply(fused_matmul_lstm(H)),
-        "hand-written backward":
-            lambda params, xs: lstm_deferred_grad.lstm(*lstm_deferred_grad.fused_params(params), xs),
+        "hand-written backward": lambda params, xs: lstm_deferred_grad.lstm(
+            *lstm_deferred_grad.fused_params(params), xs),
     }
 
 

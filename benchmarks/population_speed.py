@@ -21,7 +21,7 @@ import time
 
 import jax
 
-from experiments.jozefowicz import protocol, runner, tasks as harness_tasks
+from experiments.jozefowicz import harness_tasks, protocol, runner
 
 
 def main(argv=None) -> dict:
@@ -65,7 +65,8 @@ def main(argv=None) -> dict:
                    "speedup": round(single_s / population_s, 2),
                    "max_test_nll_difference": max(
                        (abs(a["metrics"]["test_nll"] - b["metrics"]["test_nll"])
-                        for a, b in zip(together, alone) if not a["diverged"]), default=None),
+                        for a, b in zip(together, alone, strict=True) if not a["diverged"]),
+                       default=None),
                    "test_nll_alone": [b["metrics"]["test_nll"] for b in alone]}
     print(json.dumps(result))
     return result

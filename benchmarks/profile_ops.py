@@ -3,7 +3,8 @@ profile from XLA's own trace events (`jax.profiler`, with
 `--xla_cpu_enable_xprof_traceme=true`), joined with the compiled HLO to tell
 matmuls from the rest, and the loop's body from the code around it.
 
-    python -m benchmarks.profile_ops [--shape 32,128,128,256] [--cell lstm] [--pass fwd+bwd] [--hoist auto]
+    python -m benchmarks.profile_ops [--shape 32,128,128,256] [--cell lstm] \
+        [--pass fwd+bwd] [--hoist auto]
 
 Prints, per call: the time of the matmuls inside the loop (with their shapes
 and GFLOP/s), of the other operations inside the loop (how many per step and
@@ -121,7 +122,7 @@ def report(times: dict, hlo: dict, steps: int, wall_us: float) -> dict:
     times can exceed the wall-clock time of the call."""
     rows = [(name, us, n, hlo[name]) for name, (us, n) in times.items() if name in hlo]
     groups = collections.defaultdict(lambda: [0.0, 0, 0.0])
-    for name, us, n, info in rows:
+    for _, us, n, info in rows:
         key = ("loop" if info["in_loop"] else "outside", "matmul" if info["flops"] else "other")
         groups[key][0] += us
         groups[key][1] += n
@@ -136,10 +137,12 @@ def report(times: dict, hlo: dict, steps: int, wall_us: float) -> dict:
         per_step = n / steps if where == "loop" else n
         rate = f"{flops / us / 1e3:.1f}" if flops else "–"
         print(f"| {where} | {kind} | {us / 1e3:.1f} | {us / total:.0%} | "
-              f"{per_step:.1f}{'' if where == 'loop' else ' (once)'} | {us / max(n, 1):.1f} | {rate} |")
+              f"{per_step:.1f}{'' if where == 'loop' else ' (once)'} | "
+              f"{us / max(n, 1):.1f} | {rate} |")
         summary[f"{where}_{kind}"] = {"ms": round(us / 1e3, 2), "ops": n, "gflops": flops / 1e9}
     print("\nthe ten costliest operations:")
-    print("| op | where | ms per call | calls | shape | GFLOP/s |\n| --- | --- | --- | --- | --- | --- |")
+    print("| op | where | ms per call | calls | shape | GFLOP/s |\n"
+          "| --- | --- | --- | --- | --- | --- |")
     for name, us, n, info in sorted(rows, key=lambda r: -r[1])[:10]:
         rate = f"{info['flops'] * n / us / 1e3:.1f}" if info["flops"] else "–"
         print(f"| {name} | {'loop' if info['in_loop'] else 'outside'} | {us / 1e3:.1f} | {n:.0f} | "
@@ -171,7 +174,8 @@ def main(argv=None) -> dict:
                                    backward=args.pass_ == "fwd+bwd", **scan_kw)
     jitted = jax.jit(fn)
     hlo = parse_hlo(jitted.lower(*fargs).compile().as_text())
-    print(f"{args.impl} {args.cell} {args.pass_} at (B, T, D, H) = {tuple(shape)}, hoist={args.hoist}")
+    print(f"{args.impl} {args.cell} {args.pass_} at (B, T, D, H) = {tuple(shape)}, "
+          f"hoist={args.hoist}")
     times, wall_us = profile(jitted, fargs)
     return report(times, hlo, shape.T, wall_us)
 

@@ -223,15 +223,15 @@ def _plot_throughput(plt, records):
     cols = min(2, len(keys))
     nrows = (len(keys) + cols - 1) // cols
     fig, axes = plt.subplots(nrows, cols, figsize=(6.5 * cols, 4.2 * nrows), squeeze=False)
-    for ax, key in zip(axes.flat, keys):
+    for ax, key in zip(axes.flat, keys, strict=False):
         joined = key[3] != "shapes differ"
         by_impl = defaultdict(list)
         for r in swept[key]:
             by_impl[r["impl"]].append((r["B"], r["tokens_per_s"]))
         for impl in _impl_order(key[0], by_impl):
             style = ("--" if impl == "limit" else "-") if joined else "none"
-            ax.plot(*zip(*sorted(by_impl[impl])), marker="o", label=impl, color=colour[impl],
-                    linestyle=style)
+            ax.plot(*zip(*sorted(by_impl[impl]), strict=True), marker="o", label=impl,
+                    color=colour[impl], linestyle=style)
         ax.set(xscale="log", yscale="log", xlabel="batch" if joined else "B, T, D, H",
                ylabel="tokens/s", title=f"{key[0]} {key[1]} {key[2]}, {key[3]}")
         _log_axes(ax, {r["B"] for r in swept[key]})
@@ -267,7 +267,7 @@ def _plot_compile(plt, records):
     for r in rows:
         by_unroll[r["unroll_label"]].append((r["T"], r["seconds"]))
     for label in sorted(by_unroll, key=_unroll_key):
-        ax.plot(*zip(*sorted(by_unroll[label])), marker="o", label=f"unroll={label}")
+        ax.plot(*zip(*sorted(by_unroll[label]), strict=False), marker="o", label=f"unroll={label}")
     ax.set(xscale="log", yscale="log", xlabel="sequence length T",
            ylabel="lower + compile (s)", title="recurrax compile time, forward+backward")
     _log_axes(ax, {r["T"] for r in rows})
@@ -285,7 +285,8 @@ def _plot_memory(plt, records):
     for remat in (False, True):
         pts = sorted((r["T"], r["total_bytes"] / 2**20) for r in rows if r["remat"] == remat)
         if pts:
-            ax.plot(*zip(*pts), marker="o", label="remat=True" if remat else "remat=False")
+            ax.plot(*zip(*pts, strict=True), marker="o",
+                    label="remat=True" if remat else "remat=False")
     ax.set(xscale="log", yscale="log", xlabel="sequence length T",
            ylabel="temp + argument + output (MiB)",
            title="recurrax forward+backward memory (memory_analysis)")

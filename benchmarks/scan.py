@@ -248,7 +248,7 @@ def versions() -> dict:
 
 def meta(args, argv) -> dict:
     info = {"kind": "meta", "argv": list(argv), "preset": args.preset,
-            "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "machine": platform.machine(), "cpu_count": os.cpu_count(),
             "devices": [str(d) for d in jax.devices()], "versions": versions(),
             "xla_flags": os.environ.get("XLA_FLAGS", ""),

@@ -5,7 +5,7 @@ piece of the rules measured for `hoist` (`benchmarks.hoist_rule`) and `unroll`
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

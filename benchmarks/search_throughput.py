@@ -7,7 +7,7 @@ SGD steps), scored on the validation split.
     python -m benchmarks.search_throughput [--preset quick] [--stage memorization]
         [--populations 2] [--compiled 6] [--population N] [--steps N]
 
-The candidates are children of the LSTM and the GRU (`recurrax.mutations`),
+The candidates are children of the LSTM and the GRU (`recurrax.search.mutations`),
 the same ones for both ways. Reported: wall seconds, candidates per hour with
 the compile counted (what a search of that many candidates gets) and without
 it (the steady state), and the ratio. One JSON line per run is appended to
@@ -26,10 +26,11 @@ import jax
 import numpy as np
 import optax
 
-from experiments.jozefowicz import search as arch_search
-from experiments.jozefowicz import tasks as harness_tasks
-from recurrax import graph as G
-from recurrax import models, mutations, population, train, universal
+from experiments.jozefowicz import arch_search, harness_tasks
+from recurrax import models, train
+from recurrax.search import graph as G
+from recurrax.search import mutations, universal
+from recurrax.train import population
 
 
 def candidates(n: int, seed: int = 0) -> list[G.Graph]:
@@ -91,7 +92,7 @@ def main(argv=None) -> dict:
         times.append(time.perf_counter() - start)
     universal_total, universal_steady = sum(times), times[-1] / M
     compiled = []
-    for g, h in zip(graphs[:args.compiled], hypers):
+    for g, h in zip(graphs[:args.compiled], hypers, strict=True):
         start = time.perf_counter()
         compiled_candidate(setup, preset, stage.name, g, h)
         compiled.append(time.perf_counter() - start)

@@ -20,7 +20,7 @@ Every model ends in the same read-out from a summary vector c ∈ R^H,
 
 - `attention`, Raffel and Ellis's model: no recurrence at all. Each step is
   embedded on its own, and the steps are averaged with weights that depend on
-  the step alone (`recurrax.attention.feed_forward`, A = `attention_size`,
+  the step alone (`recurrax.nn.attention.feed_forward`, A = `attention_size`,
   0 meaning A = H):
 
       h_t = LReLU(x_t W_x + b_x),   e_t = v · tanh(h_t W_a + b_a),
@@ -79,7 +79,8 @@ import optax
 import recurrax
 from experiments.cli import preset_config, preset_parser, pyplot, save_figure
 from experiments.progress import progress_bar
-from recurrax import attention, nn, train
+from recurrax import nn, train
+from recurrax.nn import attention
 from recurrax.tasks import addition as task
 
 MODELS = ("attention", "lstm", "lstm+attention")
@@ -237,8 +238,8 @@ def plot(rows: list[dict], lengths: list[int], path: Path) -> None:
     plt = pyplot()
     fig, axes = plt.subplots(1, len(lengths), figsize=(3.2 * len(lengths), 3.2), sharey=True,
                              squeeze=False)
-    colors = dict(zip(MODELS, ["C0", "C3", "C2"]))
-    for ax, T0 in zip(axes[0], lengths):
+    colors = dict(zip(MODELS, ["C0", "C3", "C2"], strict=True))
+    for ax, T0 in zip(axes[0], lengths, strict=False):
         for r in (r for r in rows if r["T0"] == T0):
             curve = smooth(r["train_loss"], 25)
             ax.plot(np.arange(len(curve)) + len(r["train_loss"]) - len(curve) + 1, curve,

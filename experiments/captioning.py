@@ -5,7 +5,7 @@ emoji pictures named by Unicode, or on generated coloured shapes.
     python -m experiments.captioning --preset full
     python -m experiments.captioning --preset quick --data shapes
 
-Model (`recurrax.captioner`): convolutions with ReLU turn a 32×32 RGB image
+Model (`recurrax.models.captioner`): convolutions with ReLU turn a 32×32 RGB image
 into an 8×8 grid of K features, the annotations a_1 … a_L (L = 64). An LSTM
 writes the caption one word at a time; before each word it looks at the grid
 through soft attention driven by its previous hidden state,
@@ -37,8 +37,8 @@ archive is fetched with pip on first use and cached. "shapes" draws one or
 two coloured shapes and says what is where ("a big red circle on the left
 and a small blue square on the right").
 
-Evaluation: corpus BLEU-1 … 4 (`recurrax.bleu`, ×100) of the test captions
-written by greedy decoding and by beam search (`recurrax.beam`), against three
+Evaluation: corpus BLEU-1 … 4 (`recurrax.metrics.bleu`, ×100) of the test captions
+written by greedy decoding and by beam search (`recurrax.models.beam`), against three
 baselines that need no model: the caption of the nearest training image
 (pixel distance), the most frequent training caption, and the median caption
 length's worth of the most frequent training words, the same for every image.
@@ -82,7 +82,9 @@ import optax
 
 from experiments.cli import preset_config, preset_parser, pyplot, save_figure
 from experiments.progress import progress_bar
-from recurrax import beam, bleu, captioner, train
+from recurrax import train
+from recurrax.metrics import bleu
+from recurrax.models import beam, captioner
 from recurrax.tasks import captions as data
 
 PRESETS = {
@@ -154,7 +156,7 @@ def shifted(images: np.ndarray, rng: np.random.Generator, shift: int) -> np.ndar
     S = images.shape[1]
     padded = np.pad(images, ((0, 0), (shift, shift), (shift, shift), (0, 0)), mode="edge")
     dy, dx = rng.integers(0, 2 * shift + 1, (2, len(images)))
-    return np.stack([p[y:y + S, x:x + S] for p, y, x in zip(padded, dy, dx)])
+    return np.stack([p[y:y + S, x:x + S] for p, y, x in zip(padded, dy, dx, strict=True)])
 
 
 def baselines(ds: data.CaptionSet) -> dict:
@@ -234,7 +236,7 @@ def main(argv=None) -> dict:
     n_train, B = len(tokens["train"]), config["batch"]
     order, cursor, running, history = rng.permutation(n_train), 0, None, []
     valid_batch = (jnp.asarray(ds.images["valid"], jnp.float32), jnp.asarray(tokens["valid"].T))
-    words = lambda seqs: [data.decode(s, ds.vocab) for s in np.asarray(seqs)]  # noqa: E731
+    words = lambda seqs: [data.decode(s, ds.vocab) for s in np.asarray(seqs)]
     train_seconds, best = 0.0, ((-1.0, 0.0), 0, state.params)
     with progress_bar(config["steps"], desc=f"captioning {args.preset} {config['data']}") as bar:
         start = time.perf_counter()
@@ -279,7 +281,7 @@ def main(argv=None) -> dict:
     # attention.png: teacher-force the greedy caption; α_t is what the decoder saw writing word t
     if args.figure_index is None:
         sentence = [bleu.sentence_bleu([r], g, epsilon=0.1) if g else 0.0
-                    for r, g in zip(ds.captions["test"], greedy)]
+                    for r, g in zip(ds.captions["test"], greedy, strict=True)]
         i = int(np.argmax(sentence))
     else:
         i = args.figure_index % len(greedy)
@@ -304,7 +306,7 @@ def main(argv=None) -> dict:
         "bleu": scores, "baselines": {k: v for k, v in base.items() if k != "texts"},
         "baseline_captions": base["texts"],
         "exact_match_greedy": round(float(np.mean(
-            [g == r for g, r in zip(greedy, ds.captions["test"])])), 4),
+            [g == r for g, r in zip(greedy, ds.captions["test"], strict=True)])), 4),
         "examples": examples, "history": history, "config": config,
     }
     (out / "result.json").write_text(json.dumps(result, indent=1))

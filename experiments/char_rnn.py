@@ -32,7 +32,11 @@ import optax
 
 from experiments.cli import preset_config, preset_parser, pyplot, save_figure
 from experiments.progress import progress_bar
-from recurrax import batching, checkpoint, losses, models, ngram, sample, tasks, train
+from recurrax import models, tasks, train
+from recurrax.metrics import ngram
+from recurrax.models import sample
+from recurrax.nn import losses
+from recurrax.train import batching, checkpoint
 
 PRESETS = {
     "quick": dict(cell="lstm", hidden=256, layers=1, embed=64, batch=32, unroll=64,
@@ -121,7 +125,8 @@ def main(argv=None) -> dict:
     windows = batching.StreamWindows(task.train.tokens, task.train.doc_starts, config["batch"],
                                      config["unroll"])
     state = train.create_train_state(lm.init(jax.random.key(config["seed"])), opt,
-                                     carry=lm.initial_carry((config["batch"],)), seed=config["seed"])
+                                     carry=lm.initial_carry((config["batch"],)),
+                                     seed=config["seed"])
     meta = {"config": config, "seconds": 0.0, "history": [], "plateau": [float("inf"), 1.0, 0]}
     ckpt = out / "checkpoint.msgpack"
     if ckpt.exists():
@@ -134,7 +139,8 @@ def main(argv=None) -> dict:
         print(f"resuming from step {int(state.step)} in {ckpt}")
     plateau = train.Plateau(*map(jnp.asarray, meta["plateau"]))
     total, running = config["train_steps"], None
-    with progress_bar(total, initial=int(state.step), desc=f"{config['cell']} {args.preset}") as bar:
+    desc = f"{config['cell']} {args.preset}"
+    with progress_bar(total, initial=int(state.step), desc=desc) as bar:
         start = time.perf_counter()
         while int(state.step) < total:
             state, metrics = train_step(state, windows.batch(int(state.step)))
@@ -150,7 +156,8 @@ def main(argv=None) -> dict:
                 meta["seconds"] += time.perf_counter() - start
                 start = time.perf_counter()
                 meta["history"].append({"step": step, "train_bpc": running / np.log(2),
-                                        "valid_bpc": valid, "lr": config["lr"] * float(plateau.scale),
+                                        "valid_bpc": valid,
+                                        "lr": config["lr"] * float(plateau.scale),
                                         "seconds": meta["seconds"]})
                 meta["plateau"] = [float(x) for x in plateau]
                 checkpoint.save(ckpt, state, meta)

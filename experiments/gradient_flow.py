@@ -22,7 +22,7 @@ g to g·min(1, c/‖g‖₂): an exploded gradient keeps its direction but its n
 is bounded by c.
 
 Each setting runs B sequences of T steps of Gaussian inputs scaled by
-`input_scale`, and `recurrax.analysis.gradient_flow` measures, in one pass,
+`input_scale`, and `recurrax.metrics.gradient_flow.gradient_flow` measures, in one pass,
 ‖∂h_T/∂h_t‖_F for every t (mean over the B rows). How to read
 gradient_flow.png:
 
@@ -78,7 +78,7 @@ import optax
 import recurrax
 from experiments.cli import preset_config, preset_parser, pyplot, save_figure
 from recurrax import train
-from recurrax.analysis import gradient_flow
+from recurrax.metrics.gradient_flow import gradient_flow
 
 PRESETS = {
     "smoke": dict(hidden=8, inputs=4, steps=12, batch=2, small_input=0.01, clip=1.0, x64=False),
@@ -176,7 +176,7 @@ def gradient_norms(cell, loss, opt):
 def plot(results: dict, path: Path, T: int, clip: float) -> None:
     plt = pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(11, 8))
-    colors = dict(zip(results, plt.cm.tab20.colors[::2] + plt.cm.tab20.colors[1::2]))
+    colors = dict(zip(results, plt.cm.tab20.colors[::2] + plt.cm.tab20.colors[1::2], strict=False))
     distance = np.arange(T + 1)
     for group, ax, title in [("rnn", axes[0, 0], "vanilla RNN, W_hh = s·Q, inputs ×0.01"),
                              ("lstm", axes[0, 1], "LSTM by forget bias, inputs ×1")]:

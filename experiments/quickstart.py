@@ -22,7 +22,7 @@ def main() -> None:
         cell = recurrax.cells.get(name, H)
         params = cell.init(key_p, D)
 
-        def loss(params):
+        def loss(params, cell=cell):
             carry, ys = recurrax.scan(cell, params, xs, lengths=lengths)
             return jnp.mean(ys ** 2)
 

@@ -70,7 +70,8 @@ from scipy import optimize, sparse, special
 import recurrax
 from experiments.cli import preset_config, preset_parser, pyplot, save_figure
 from experiments.progress import progress_bar
-from recurrax import attention, nn, train
+from recurrax import nn, train
+from recurrax.nn import attention
 from recurrax.tasks import polarity
 
 PRESETS = {
@@ -247,8 +248,8 @@ def plot(history: list[dict], best: dict, bow: dict, examples: list[dict], path:
     ax.axhline(0.5, color="k", linewidth=0.5)
     ax.set(xlabel="step", ylabel="accuracy", title="validation accuracy")
     ax.legend(fontsize=8, loc="lower right")
-    for ax, ex in zip(axes[1], examples):
-        words, weights = zip(*ex["top"])
+    for ax, ex in zip(axes[1], examples, strict=False):
+        words, weights = zip(*ex["top"], strict=True)
         ax.barh(range(len(words))[::-1], weights, color="C1")
         ax.axvline(1 / ex["length"], color="k", linestyle="--", label=f"uniform 1/{ex['length']}")
         ax.set_yticks(range(len(words))[::-1], words)

@@ -4,27 +4,28 @@
     params = cell.init(key, input_size)
     carry, ys = recurrax.scan(cell, params, xs)      # xs: [T, *batch, D]
 
-See `recurrax.cells` for the cells and their equations, `recurrax.scan` for
-running a sequence, and `layer`, `stack`, `bidirectional` for combinators;
-`attention` (feed-forward, additive, soft visual), `beam` (beam search),
-`bleu`, `analysis` (gradient flow) and `captioner` for the applications.
+`import recurrax` loads the core: `recurrax.cells` (the cells and their
+equations), `scan` and `step` (running a sequence), the combinators `layer`,
+`stack`, `bidirectional` and `with_resets`, the masking helpers, and `nn`
+(layers, losses, attention). The rest is imported by name:
+
+    recurrax.train      train step, population, batching, checkpoint, results
+    recurrax.models     language model, captioner, sampling, beam search
+    recurrax.search     the architecture search: graphs, mutations, universal cell
+    recurrax.metrics    BLEU, n-gram baseline, gradient flow
+    recurrax.tasks      the study's datasets
 """
 
-from recurrax import (
-    analysis, attention, batching, beam, bleu, captioner, cells, checkpoint, deferred, initializers,
-    losses, models, ngram, nn, sample, train,
-)
+from recurrax import cells, initializers, nn
 from recurrax.combinators import bidirectional, layer, stack
 from recurrax.masking import reverse_sequence, sequence_mask
 from recurrax.protocols import Cell, Seq
+from recurrax.resets import with_resets
 from recurrax.scan import default_hoist, scan, step
 
 __version__ = "0.1.0"
 
-from recurrax.resets import with_resets
-
 __all__ = [
-    "Cell", "Seq", "analysis", "attention", "batching", "beam", "bleu", "captioner", "bidirectional", "cells", "checkpoint", "default_hoist", "deferred",
-    "initializers", "layer", "losses", "models", "ngram", "nn", "reverse_sequence", "sample",
-    "scan", "sequence_mask", "stack", "step", "train", "with_resets",
+    "Cell", "Seq", "bidirectional", "cells", "default_hoist", "initializers", "layer", "nn",
+    "reverse_sequence", "scan", "sequence_mask", "stack", "step", "with_resets",
 ]

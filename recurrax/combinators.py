@@ -8,7 +8,8 @@ Every `Seq.apply` has the signature
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -98,7 +99,7 @@ def stack(
 
     def init(key: jax.Array, input_size: int) -> tuple:
         params, width = [], input_size
-        for index, (seq, k) in enumerate(zip(seqs, jax.random.split(key, n))):
+        for index, (seq, k) in enumerate(zip(seqs, jax.random.split(key, n), strict=True)):
             p = seq.init(k, width)
             out = _output_size(seq, p, width)
             if residual and index > 0 and out != width:
@@ -116,7 +117,7 @@ def stack(
         carries = _check_carry_count(carry, n, "stack")
         layer_keys = _split_key(key, 2 * n)
         finals, h = [], xs
-        for index, (seq, p, c) in enumerate(zip(seqs, params, carries)):
+        for index, (seq, p, c) in enumerate(zip(seqs, params, carries, strict=True)):
             c, out = seq.apply(p, h, c, lengths=lengths, key=layer_keys[2 * index])
             if residual and index > 0:
                 out = out + h  # padded steps stay 0: both terms are 0 there

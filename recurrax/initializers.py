@@ -13,7 +13,8 @@ to override these (fields left out keep their defaults).
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -47,7 +48,7 @@ def init_params(
     Each matrix gets its own key, so e.g. every `W_h*` is orthogonal by itself.
     """
     names = [*input_kernels, *recurrent_kernels, *biases]
-    keys = dict(zip(names, jax.random.split(key, len(names))))
+    keys = dict(zip(names, jax.random.split(key, len(names)), strict=True))
     D, H, (kernel, recurrent, bias, dtype) = input_size, hidden_size, initializers
     # Draw in at least float32 (e.g. the QR behind `orthogonal` has no bfloat16
     # kernel on CPU), then store in the dtype asked for.

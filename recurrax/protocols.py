@@ -7,7 +7,8 @@ function composes with `jax.jit`, `jax.grad`, `jax.vmap` and sharding.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 

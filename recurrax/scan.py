@@ -9,9 +9,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from recurrax import checks, deferred
+from recurrax import _checks as checks
+from recurrax import _deferred as deferred
 from recurrax.masking import broadcast_mask
-from recurrax.protocols import Cell, Carry
+from recurrax.protocols import Carry, Cell
 
 #: On CPU, `hoist=None` hoists the input projection out of the loop when a
 #: batch has at most this many sequences. Measured on this project's 2-core
@@ -83,8 +84,8 @@ def scan(
 
     Gradients: for the built-in cells the backward loop leaves out the
     recurrent weights' gradients, `dW = Σ_t h_tᵀ da_t`, and computes them after
-    it as one GEMM over all steps (`recurrax.deferred`). Forward-mode autodiff
-    (`jax.jvp`, `jax.jacfwd`) needs `with recurrax.deferred.autodiff_in_loop():`
+    it as one GEMM over all steps (`recurrax._deferred`). Forward-mode autodiff
+    (`jax.jvp`, `jax.jacfwd`) needs `with recurrax._deferred.autodiff_in_loop():`
     around the tracing.
     """
     checks.check_cell(cell)

@@ -1,4 +1,4 @@
-"""NumPy references written straight from the equations in DESIGN.md.
+"""NumPy references written straight from the equations in docs/design.md.
 
 Nothing here imports recurrax: these are the independent implementations the
 library is checked against. Float64 throughout; one sequence at a time, one
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-# Parameter names per cell, as DESIGN.md lists them.
+# Parameter names per cell, as docs/design.md lists them.
 GATES = {"lstm": "ifgo", "lstm-i": "fgo", "lstm-f": "igo", "lstm-o": "ifg", "lstm-b": "ifgo"}
 PARAM_NAMES = {
     "rnn": (["W_xh"], ["W_hh"], ["b_h"]),
@@ -136,5 +136,5 @@ def row(carry, b):
 
 def stack_rows(rows):
     if isinstance(rows[0], tuple):
-        return tuple(np.stack(parts) for parts in zip(*rows))
+        return tuple(np.stack(parts) for parts in zip(*rows, strict=True))
     return np.stack(rows)

@@ -31,7 +31,7 @@ def test_markers_positions_and_padding():
     b = addition(3, 500, 40)
     ones, ends = ones_and_ends(b)
     values = b.inputs[..., 0]
-    for row, (one, end) in enumerate(zip(ones, ends)):
+    for row, (one, end) in enumerate(zip(ones, ends, strict=True)):
         length = b.lengths[row]
         assert len(one) == 2, "exactly two marked steps"
         assert list(end) == [0, length - 1], "−1 at the first and the last valid step"
@@ -66,7 +66,7 @@ def test_targets_are_the_sum_of_the_marked_values():
 
 def test_deterministic_by_seed():
     a, b, c = addition(7, 16, 20), addition(7, 16, 20), addition(8, 16, 20)
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
     assert not np.array_equal(a.inputs, c.inputs)
     d = addition(np.random.default_rng(7), 16, 20)  # a Generator seeded alike
@@ -84,6 +84,7 @@ def test_fixed_length_and_explicit_max_length():
 
 def test_padding_follows_the_scan_lengths_convention():
     import jax.numpy as jnp
+
     import recurrax
     b = addition(2, 6, 20, 30)
     valid = np.asarray(recurrax.sequence_mask(jnp.asarray(b.lengths), b.inputs.shape[0]))

@@ -1,4 +1,4 @@
-r"""`recurrax.analysis.gradient_flow` against independent NumPy references, in
+r"""`recurrax.metrics.gradient_flow.gradient_flow` against independent NumPy references, in
 float64: for the vanilla RNN the analytic Jacobians J_t = diag(1 − h_{t+1}²) W_hhᵀ
 multiplied out, for the LSTM central finite differences of the reference
 steps in `tests/reference.py`; and the experiment's CLI end to end.
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import recurrax
-from recurrax.analysis import gradient_flow
+from recurrax.metrics.gradient_flow import gradient_flow
 from tests import reference as ref
 
 T, B, D, H = 6, 2, 3, 4
@@ -123,13 +123,14 @@ def test_lstm_against_finite_differences(rng):
     for b in range(B):
         states, _ = run_row("lstm", p, xs[:, b], s0[b])
         for t in range(T + 1):  # the full Jacobian ∂s_T/∂s_t, s = [c, h]
-            J = fd_jacobian(lambda d: run_row("lstm", p, xs[:, b], s0[b], {t: d})[0][-1],
+            J = fd_jacobian(lambda d, b=b, t=t: run_row("lstm", p, xs[:, b], s0[b], {t: d})[0][-1],
                             np.zeros(2 * H))
             np.testing.assert_allclose(flow.state_jacobian_norm[t, b], np.linalg.norm(J), rtol=1e-6)
             np.testing.assert_allclose(flow.jacobian_norm[t, b], np.linalg.norm(J[H:, H:]),
                                        rtol=1e-6)
         for t in range(T):  # one step's Jacobian ∂s_{t+1}/∂s_t on the trajectory
-            J = fd_jacobian(lambda s: run_row("lstm", p, xs[t:t + 1, b], s)[0][-1], states[t])
+            J = fd_jacobian(lambda s, b=b, t=t: run_row("lstm", p, xs[t:t + 1, b], s)[0][-1],
+                            states[t])
             np.testing.assert_allclose(flow.spectral_norm[t, b],
                                        np.linalg.svd(J, compute_uv=False)[0], rtol=1e-6)
     for t in range(T + 1):

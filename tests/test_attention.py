@@ -1,11 +1,11 @@
-"""recurrax.attention against NumPy written from the papers' equations."""
+"""recurrax.nn.attention against NumPy written from the papers' equations."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from recurrax import attention
+from recurrax.nn import attention
 
 N, B, Q, K, A = 6, 3, 4, 5, 7
 LENGTHS = np.array([6, 2, 0])

@@ -6,7 +6,7 @@ from collections import namedtuple
 import numpy as np
 import pytest
 
-from recurrax.batching import ExampleBatches, StreamWindows
+from recurrax.train.batching import ExampleBatches, StreamWindows
 
 Examples = namedtuple("Examples", "inputs targets mask lengths")  # the fields batching reads
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from recurrax import models
-from recurrax.beam import beam_search, greedy
-from recurrax.bleu import bleu_stats, corpus_bleu, sentence_bleu
+from recurrax.metrics.bleu import bleu_stats, corpus_bleu, sentence_bleu
+from recurrax.models.beam import beam_search, greedy
 
 V, H, L, END = 4, 5, 4, 0
 

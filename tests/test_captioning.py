@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from recurrax import beam, captioner, nn
+from recurrax import nn
+from recurrax.models import beam, captioner
 from recurrax.tasks import captions as C
 
 # ------------------------------------------------------------------------ data
@@ -22,7 +23,7 @@ def test_shapes_are_deterministic_and_their_captions_say_what_was_drawn():
     np.testing.assert_array_equal(images, again)
     assert captions == captions_again and C.shapes(40, seed=4)[1] != captions
     assert images.shape == (40, 32, 32, 3) and images.dtype == np.uint8
-    for image, caption in zip(images, captions):
+    for image, caption in zip(images, captions, strict=True):
         for phrase in caption.split(" and "):
             words = phrase.split()
             assert words[0] == "a" and words[1] in C.SIZES and words[3] in C.SHAPES
@@ -156,11 +157,11 @@ def test_conv2d_matches_explicit_loops(stride, padding):
 
 # ------------------------------------------------------------------------ the model
 
-sigmoid = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+sigmoid = lambda z: 1 / (1 + np.exp(-z))
 
 
 def np_decoder(p, images, inputs):
-    """Logits and α of the decoder, written from the equations in recurrax.captioner."""
+    """Logits and α of the decoder, written from the equations in recurrax.models.captioner."""
     p = jax.tree.map(lambda a: np.asarray(a, np.float64), p)
     S = images.shape[1]
     rows, cols = np.meshgrid(np.linspace(-1, 1, S), np.linspace(-1, 1, S), indexing="ij")

@@ -1,4 +1,4 @@
-"""Every cell against the NumPy references written from DESIGN.md."""
+"""Every cell against the NumPy references written from docs/design.md."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +7,7 @@ import pytest
 
 import recurrax
 from tests import reference as ref
-from tests.conftest import ALL, as_np, build, input_size, to_jax
+from tests.helpers import ALL, as_np, build, input_size, to_jax
 
 TOL = dict(rtol=2e-5, atol=2e-5)  # float32 library against a float64 reference
 
@@ -116,7 +116,7 @@ def test_step_is_one_step_of_the_equations(name, rng):
     for b in range(2):
         want_carry, want_y = ref.STEPS[name](p, ref.row(carry0, b), x[b])
         np.testing.assert_allclose(np.asarray(y)[b], want_y, **TOL)
-        jax.tree.map(lambda a, w: np.testing.assert_allclose(np.asarray(a)[b], w, **TOL),
+        jax.tree.map(lambda a, w, b=b: np.testing.assert_allclose(np.asarray(a)[b], w, **TOL),
                      carry, want_carry)
 
 

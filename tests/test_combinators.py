@@ -8,7 +8,7 @@ import pytest
 
 import recurrax
 from tests import reference as ref
-from tests.conftest import as_np
+from tests.helpers import as_np
 
 TOL = dict(rtol=3e-5, atol=3e-5)
 T, B, D = 6, 4, 3

@@ -1,4 +1,4 @@
-"""`recurrax.deferred`: `scan`'s backward pass with the recurrent weights'
+"""`recurrax._deferred`: `scan`'s backward pass with the recurrent weights'
 gradients after the loop gives autodiff's gradients (float64 finite
 differences, and JAX's own differentiation of the loop), really leaves the
 weight gradients out of the backward loop (counted in the compiled program),
@@ -11,10 +11,8 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 import recurrax
-from benchmarks import profile_ops
-from recurrax import deferred
-from tests.conftest import build, input_size
-from tests.test_gradients import finite_difference_grad
+from recurrax import _deferred as deferred
+from tests.helpers import build, finite_difference_grad, input_size, loop_matmuls
 
 T, B, H = 5, 3, 4
 
@@ -58,7 +56,7 @@ def test_equals_autodiff_of_the_loop(name, kw):
     grads = jax.grad(loss, argnums=(0, 1, 2))(params, xs, carry0)
     with deferred.autodiff_in_loop():
         expected = jax.grad(loss, argnums=(0, 1, 2))(params, xs, carry0)
-    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(expected)):
+    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(expected), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
@@ -70,7 +68,7 @@ def test_in_loop_prepare_matches_finite_differences(name):
         cell, params, xs, carry0, weights = _problem(name, jnp.float64, batch=(2, 1))
         loss = _loss(cell, weights, hoist=False)
         flat, unravel = ravel_pytree((params, xs, carry0))
-        f = lambda v: loss(*unravel(v))  # noqa: E731
+        f = lambda v: loss(*unravel(v))
         exact = jax.jit(jax.grad(f))(flat)
         numeric = jax.jit(lambda v: finite_difference_grad(f, v))(flat)
         np.testing.assert_allclose(exact, numeric, rtol=1e-6, atol=1e-8)
@@ -78,8 +76,7 @@ def test_in_loop_prepare_matches_finite_differences(name):
 
 def _loop_matmuls(fn, *args) -> int:
     """Matmuls inside loops of `fn`'s compiled program (a fresh trace each call)."""
-    hlo = profile_ops.parse_hlo(jax.jit(lambda *a: fn(*a)).lower(*args).compile().as_text())
-    return sum(1 for op in hlo.values() if op["in_loop"] and op["flops"])
+    return loop_matmuls(jax.jit(lambda *a: fn(*a)).lower(*args).compile().as_text())
 
 
 def test_weight_gradient_leaves_the_backward_loop():
@@ -94,7 +91,7 @@ def test_weight_gradient_leaves_the_backward_loop():
 
 def test_forward_mode_needs_autodiff_in_loop():
     cell, params, xs, carry0, _ = _problem("gru")
-    f = lambda xs: recurrax.scan(cell, params, xs, carry0)[1]  # noqa: E731
+    f = lambda xs: recurrax.scan(cell, params, xs, carry0)[1]
     tangent = jnp.ones_like(xs)
     with pytest.raises(TypeError, match="forward-mode"):
         jax.jvp(f, (xs,), (tangent,))
@@ -104,7 +101,7 @@ def test_forward_mode_needs_autodiff_in_loop():
         xs64 = xs.astype(jnp.float64)
         p64 = jax.tree.map(lambda a: a.astype(jnp.float64), params)
         c64 = jax.tree.map(lambda a: a.astype(jnp.float64), carry0)
-        g = lambda x: recurrax.scan(cell, p64, x, c64)[1]  # noqa: E731
+        g = lambda x: recurrax.scan(cell, p64, x, c64)[1]
         numeric = (g(xs64 + 1e-6) - g(xs64 - 1e-6)) / 2e-6
     np.testing.assert_allclose(jvp_out, numeric, rtol=1e-4, atol=1e-5)
 
@@ -118,8 +115,8 @@ def test_vmapped_grads_equal_one_at_a_time():
     grad = jax.grad(_loss(cell, weights), argnums=0)
     together = jax.vmap(grad, in_axes=(0, None, None))(members, xs, carry0)
     for k in range(3):
-        alone = grad(jax.tree.map(lambda a: a[k], members), xs, carry0)
-        for a, b in zip(jax.tree.leaves(together), jax.tree.leaves(alone)):
+        alone = grad(jax.tree.map(lambda a, k=k: a[k], members), xs, carry0)
+        for a, b in zip(jax.tree.leaves(together), jax.tree.leaves(alone), strict=True):
             np.testing.assert_allclose(a[k], b, rtol=1e-5, atol=1e-6)
 
 
@@ -136,7 +133,7 @@ def test_cell_without_marked_matmuls_runs_the_plain_loop():
     loss = _loss(cell, weights)
     grads = jax.grad(loss, argnums=(0, 1, 2))(params, xs, carry0)
     expected = jax.grad(_loss(base, weights), argnums=(0, 1, 2))(params, xs, carry0)
-    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(expected)):
+    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(expected), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
@@ -149,5 +146,5 @@ def test_transformation_inside_the_step_is_left_alone():
     wrapped = cell._replace(step=jax.checkpoint(cell.step, policy=policy))
     grads = jax.grad(_loss(wrapped, weights), argnums=(0, 1, 2))(params, xs, carry0)
     expected = jax.grad(_loss(cell, weights), argnums=(0, 1, 2))(params, xs, carry0)
-    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(expected)):
+    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(expected), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

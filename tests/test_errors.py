@@ -1,4 +1,4 @@
-"""Every error DESIGN.md lists fails early, naming what was expected and what
+"""Every error docs/design.md lists fails early, naming what was expected and what
 was given."""
 
 import re
@@ -56,7 +56,8 @@ def test_wrong_input_size_for_the_params():
 def test_params_of_another_cell():
     cell, _ = lstm_setup()
     gru_params = recurrax.cells.gru(4).init(KEY, 3)
-    with pytest.raises(ValueError, match=r"missing \[W_hf, W_hg, W_hi, W_ho, W_xf, W_xg, W_xi, W_xo, b_f, b_g, b_i, b_o\], "
+    with pytest.raises(ValueError, match=r"missing \[W_hf, W_hg, W_hi, W_ho, W_xf, W_xg, W_xi, "
+                       r"W_xo, b_f, b_g, b_i, b_o\], "
                        r"unexpected \[W_hh, W_hr, W_hz, W_xh, W_xr, W_xz, b_h, b_r, b_z\]"):
         recurrax.scan(cell, gru_params, jnp.zeros((6, 2, 3)))
 
@@ -83,7 +84,8 @@ def test_lengths_outside_zero_to_T(lengths):
 
 def test_lengths_of_the_wrong_shape_or_dtype():
     cell, params = lstm_setup()
-    with pytest.raises(ValueError, match=r"lengths: got shape \(3,\), needs the batch shape \(2,\)"):
+    message = r"lengths: got shape \(3,\), needs the batch shape \(2,\)"
+    with pytest.raises(ValueError, match=message):
         recurrax.scan(cell, params, jnp.zeros((6, 2, 3)), lengths=jnp.array([1, 2, 3]))
     with pytest.raises(ValueError, match="lengths: needs an integer dtype, got float32"):
         recurrax.scan(cell, params, jnp.zeros((6, 2, 3)), lengths=jnp.array([1.0, 2.0]))
@@ -98,7 +100,8 @@ def test_lengths_in_batch_major_layout_use_the_batch_axis():
 
 def test_xs_without_a_time_axis():
     cell, params = lstm_setup()
-    with pytest.raises(ValueError, match=re.escape("xs: expected an array of layout [T, *batch, D]")):
+    message = re.escape("xs: expected an array of layout [T, *batch, D]")
+    with pytest.raises(ValueError, match=message):
         recurrax.scan(cell, params, jnp.zeros((3,)))
 
 

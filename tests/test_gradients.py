@@ -10,19 +10,11 @@ from jax.flatten_util import ravel_pytree
 
 import recurrax
 from tests import reference as ref
-from tests.conftest import ALL, build, input_size
+from tests.helpers import ALL, build, finite_difference_grad, input_size
 
 T, B, H = 4, 2, 3
-EPS = 1e-6
 
 
-def finite_difference_grad(f, x, eps=EPS):
-    """Central differences of a scalar `f` along every coordinate of `x`,
-    all perturbations evaluated in one vmapped call."""
-    basis = jnp.eye(x.size, dtype=x.dtype) * eps
-    plus = jax.vmap(f)(x + basis)
-    minus = jax.vmap(f)(x - basis)
-    return (plus - minus) / (2 * eps)
 
 
 @pytest.mark.parametrize("options", [dict(), dict(reverse=True),

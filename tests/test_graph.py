@@ -1,4 +1,4 @@
-"""`recurrax.graph`: the paper's baselines written as graphs compute what the
+"""`recurrax.search.graph`: the paper's baselines written as graphs compute what the
 hand-written cells compute (outputs and gradients, hoisted or not), with the
 same params; malformed graphs are refused with a message; a Linear(s, ·) node
 is `a W + b` with W starting at its kernel draw plus s·I (against NumPy and
@@ -11,9 +11,9 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 import recurrax
-from recurrax import graph as G
 from recurrax import initializers as inits
-from tests.test_gradients import finite_difference_grad
+from recurrax.search import graph as G
+from tests.helpers import finite_difference_grad
 
 T, B, H = 5, 3, 4
 
@@ -38,7 +38,7 @@ def test_graph_equals_the_cell(name, hoist):
                                rtol=1e-6, atol=1e-6)
     got = jax.grad(loss(compiled), argnums=(0, 1))(params, xs)
     want = jax.grad(loss(cell), argnums=(0, 1))(params, xs)
-    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
@@ -64,7 +64,7 @@ def test_memory_needs_an_output():
 def _renamed(g: G.Graph, prefix: str, reverse: bool) -> G.Graph:
     """The same cell with every node renamed, params renamed, node order
     reversed (optionally) and the arguments of add/mul swapped."""
-    rename = lambda a: a if a in G.LEAVES else prefix + a  # noqa: E731
+    rename = lambda a: a if a in G.LEAVES else prefix + a
     items = list(g.nodes.items())[::-1 if reverse else 1]
     nodes = {}
     for name, node in items:

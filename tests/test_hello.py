@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from recurrax import losses, models, train
+from recurrax import models, train
+from recurrax.nn import losses
 
 
 def test_vanilla_rnn_learns_hello():

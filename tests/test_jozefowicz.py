@@ -14,7 +14,7 @@ import pytest
 
 from experiments.jozefowicz import __main__ as cli
 from experiments.jozefowicz import protocol, report
-from recurrax.results import ResultsFile
+from recurrax.train.results import ResultsFile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -60,7 +60,8 @@ def test_preset_overrides_name_what_they_change():
 
 def test_paper_init_draws_uniformly_within_s_over_root_h_plus_fixed_offsets():
     from experiments.jozefowicz import runner
-    from recurrax import models, population, train
+    from recurrax import models, train
+    from recurrax.train import population
     H, V, s = 16, 7, 2.0
     model = models.language_model("lstm-b", V, H)
     init_params, offset = runner.paper_init(model, "lstm-b", H)
@@ -141,7 +142,7 @@ def test_a_killed_run_resumes_without_losing_or_repeating_trials(tmp_path):
 @pytest.mark.slow  # kept out of the default run for the 10-minute budget
 @pytest.mark.data
 def test_the_held_out_music_task_runs(tmp_path):
-    from experiments.jozefowicz import runner, tasks as harness_tasks
+    from experiments.jozefowicz import harness_tasks, runner
     preset = protocol.PRESETS["smoke"]
     setup = harness_tasks.prepare("music", preset.batch, preset.unroll, {"max_chorales": 20})
     trials = protocol.plan(preset, ["music"], ["mut1"], 2)
@@ -156,7 +157,7 @@ def test_the_held_out_music_task_runs(tmp_path):
 @pytest.mark.slow  # kept out of the default run for the 10-minute budget
 @pytest.mark.data
 def test_the_word_language_model_task_runs():
-    from experiments.jozefowicz import runner, tasks as harness_tasks
+    from experiments.jozefowicz import harness_tasks, runner
     preset = protocol.PRESETS["smoke"]
     setup = harness_tasks.prepare("words", preset.batch, preset.unroll)
     records = runner.run_population(setup, preset, "lstm-b", 1,
@@ -184,7 +185,8 @@ def test_a_split_scored_in_one_call_equals_window_by_window_scoring():
     once) against a plain loop over the windows for each member alone, on
     arithmetic fed as one stream whose answers alone are scored."""
     import jax
-    from experiments.jozefowicz import runner, tasks as harness_tasks
+
+    from experiments.jozefowicz import harness_tasks, runner
     preset = protocol.override(protocol.PRESETS["smoke"], ["examples_as_stream=True",
                                                            "reset_at_documents=False"])
     setup = harness_tasks.prepare_for(preset, "arithmetic")
@@ -196,7 +198,7 @@ def test_a_split_scored_in_one_call_equals_window_by_window_scoring():
                          model.initial_carry((preset.batch,)))
     got = harness_tasks.evaluate(setup, scores, params, carry, setup.valid, None)
     for m in range(3):
-        p = jax.tree.map(lambda a: a[m], params)
+        p = jax.tree.map(lambda a, m=m: a[m], params)
         c, nll, hits, count = model.initial_carry((preset.batch,)), 0.0, 0.0, 0
         for b in setup.valid:
             c, logits = model.apply(p, b["inputs"], c, resets=b["resets"])
@@ -210,7 +212,7 @@ def test_a_split_scored_in_one_call_equals_window_by_window_scoring():
 
 
 def test_a_population_trains_arithmetic_as_a_stream_and_counts_its_steps():
-    from experiments.jozefowicz import runner, tasks as harness_tasks
+    from experiments.jozefowicz import harness_tasks, runner
     preset = protocol.override(protocol.PRESETS["smoke"], ["examples_as_stream=True",
                                                            "reset_at_documents=False",
                                                            "epochs=3"])

@@ -9,7 +9,7 @@ import pytest
 
 from experiments.jozefowicz import __main__ as cli
 from experiments.jozefowicz import findings, report
-from recurrax.results import ResultsFile
+from recurrax.train.results import ResultsFile
 
 ARCHS = ("rnn", "lstm", "lstm-i", "lstm-f", "lstm-o", "lstm-b", "gru", "mut1", "mut2", "mut3")
 TASKS = ("arithmetic", "xml")
@@ -41,7 +41,7 @@ def synthetic(means, noise, n=16, seed=0, tasks=TASKS, archs=ARCHS):
             valid = means[arch] + noise * rng.standard_normal(n)
             test = valid + noise * rng.standard_normal(n)
             out += [trial(task, arch, i, float(v), float(t)) for i, (v, t) in
-                    enumerate(zip(valid, test))]
+                    enumerate(zip(valid, test, strict=True))]
     return out
 
 
@@ -134,7 +134,7 @@ def test_the_interval_agrees_with_a_bootstrap_written_from_its_definition():
     # distribution, within 3.5 standard errors of the module's 2000 resamples
     differences = np.array(differences)
     tolerance = 3.5 * np.sqrt(0.025 * 0.975 / got["resamples"])
-    for end, level in zip(got["interval"], (0.025, 0.975)):
+    for end, level in zip(got["interval"], (0.025, 0.975), strict=True):
         below, at_most = np.mean(differences < end), np.mean(differences <= end)
         assert below - tolerance <= level <= at_most + tolerance, (end, level, below, at_most)
 

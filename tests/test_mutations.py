@@ -1,4 +1,4 @@
-"""`recurrax.mutations`: each mutation of Jozefowicz et al. (2015) changes what
+"""`recurrax.search.mutations`: each mutation of Jozefowicz et al. (2015) changes what
 it says and nothing else, `problems` catches invalid cells, and `mutate` gives
 valid, new, bounded children, the same for the same seed; a node made a
 Linear(s, ·) gets params of its own."""
@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from recurrax import graph as G
-from recurrax import mutations as M
+from recurrax.search import graph as G
+from recurrax.search import mutations as M
 
 N = G.Node
 RNN, LSTM, GRU = G.GRAPHS["rnn"], G.GRAPHS["lstm"], G.GRAPHS["gru"]
@@ -41,7 +41,7 @@ def _edge_changes(parent: G.Graph, child: G.Graph) -> list[tuple]:
     for n in parent.nodes.keys() & child.nodes.keys():
         p, c = parent.nodes[n], child.nodes[n]
         assert (p.op, p.param, len(p.args)) == (c.op, c.param, len(c.args)), n
-        changes += [(n, a, b) for a, b in zip(p.args, c.args) if a != b]
+        changes += [(n, a, b) for a, b in zip(p.args, c.args, strict=True) if a != b]
     return changes
 
 

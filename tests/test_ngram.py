@@ -6,7 +6,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from recurrax.ngram import fit_ngram
+from recurrax.metrics.ngram import fit_ngram
 
 
 def naive_bits(train, text, n, k, V):

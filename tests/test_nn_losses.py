@@ -1,4 +1,4 @@
-"""`recurrax.nn` and `recurrax.losses` against NumPy written from the formulas."""
+"""`recurrax.nn` and `recurrax.nn.losses` against NumPy written from the formulas."""
 
 import math
 
@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from recurrax import losses, nn
+from recurrax import nn
+from recurrax.nn import losses
 
 
 def test_embedding_is_a_dense_layer_on_one_hot_inputs(rng):

@@ -3,7 +3,7 @@
 From jaxlib 0.10.0 a batched LAPACK custom call on CPU (e.g. the QR behind
 `jax.nn.initializers.orthogonal()` under `vmap`) splits its batch into chunks on
 XLA's intra-op pool and waits for them; as many such calls at once as the pool
-has threads deadlock the process (`recurrax.population`'s docstring). So every
+has threads deadlock the process (`recurrax.train.population`'s docstring). So every
 QR and SVD recurrax compiles works on one matrix. The fast tests read the
 compiled HLO: every `custom-call` whose target names LAPACK must have operands
 of rank ≤ 2. The slow ones run `lapack_stall_reproducer.py` in a subprocess.
@@ -25,7 +25,10 @@ import optax
 import pytest
 
 import recurrax
-from recurrax import analysis, models, population, train, universal
+from recurrax import models, train
+from recurrax.metrics import gradient_flow as analysis
+from recurrax.search import universal
+from recurrax.train import population
 
 #: jaxlib versions whose batched LAPACK kernels deadlock (measured: 0.10.0-0.10.2 stall,
 #: 0.9.2 does not; README, "XLA CPU stalls: the cause, removed").
@@ -140,5 +143,6 @@ def test_reproducer_batched_stalls_exactly_on_affected_jaxlib():
     assert stalled == affected, (
         f"jaxlib {jaxlib.__version__} {'is' if affected else 'is not'} in AFFECTED_JAXLIB but "
         f"the batched reproducer {'stalled' if stalled else 'did not stall in 60 s'}: update "
-        f"AFFECTED_JAXLIB, the docstrings of recurrax.population, recurrax.analysis and "
+        f"AFFECTED_JAXLIB, the docstrings of recurrax.train.population, "
+        f"recurrax.metrics.gradient_flow and "
         f"experiments.jozefowicz.watchdog, and the README's 'XLA CPU stalls'.\n{log}")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from recurrax import train
-from tests import population_case as case
+from tests import helpers
 
 
 def member(tree, m):
@@ -19,9 +19,9 @@ def member(tree, m):
 
 
 def test_each_member_trains_as_it_would_alone():
-    pop0 = case.run(steps=0)[0]
-    pop, history = case.run(steps=5)
-    lm, windows, loss_fn, _, hyper = case.setup()
+    pop0 = helpers.population_run(steps=0)[0]
+    pop, history = helpers.population_run(steps=5)
+    lm, windows, loss_fn, _, hyper = helpers.population_setup()
     for m in (0, 3, 4):  # clipped hard, clipped, never clipped
         # alone: optax's own clip_by_global_norm and SGD at this member's rate
         opt = train.make_optimizer(float(hyper["learning_rate"][m]),
@@ -40,12 +40,12 @@ def test_each_member_trains_as_it_would_alone():
 
 def test_init_scale_multiplies_every_param():
     """Recurrent kernels start orthogonal; member m's are init_scale[m] times that."""
-    pop = case.run(steps=0)[0]
-    _, _, _, _, hyper = case.setup()
-    for m in range(case.M):
+    pop = helpers.population_run(steps=0)[0]
+    _, _, _, _, hyper = helpers.population_setup()
+    for m in range(helpers.M):
         W = np.asarray(member(pop.states.params, m)["layers"][0]["W_hi"], np.float64)
         s = hyper["init_scale"][m]
-        np.testing.assert_allclose(W.T @ W, s * s * np.eye(case.H), atol=1e-5 * s * s)
+        np.testing.assert_allclose(W.T @ W, s * s * np.eye(helpers.H), atol=1e-5 * s * s)
 
 
 def drawn_alone(init_params, seed):
@@ -57,10 +57,10 @@ def drawn_alone(init_params, seed):
 def test_each_member_starts_as_init_params_alone():
     """Member m's params are init_scale[m] · init_params(key_m): drawn one member at a
     time (no batched QR), the same values as a draw on its own."""
-    pop = case.run(steps=0)[0]
-    lm, _, _, _, hyper = case.setup()
-    for m in range(case.M):
-        expected = jax.tree.map(lambda p: p * np.float32(hyper["init_scale"][m]),
+    pop = helpers.population_run(steps=0)[0]
+    lm, _, _, _, hyper = helpers.population_setup()
+    for m in range(helpers.M):
+        expected = jax.tree.map(lambda p, m=m: p * np.float32(hyper["init_scale"][m]),
                                 drawn_alone(lm.init, hyper["seeds"][m]))
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=0),
                      member(pop.states.params, m), expected)
@@ -69,11 +69,12 @@ def test_each_member_starts_as_init_params_alone():
 def test_init_offset_is_not_scaled():
     """With `init_offset` o, member m starts at o + s_m (init_params(key_m) − o): the
     LSTM-b's forget-gate bias of 1 stays 1 at every scale, the rest is scaled around o."""
-    from recurrax import models, population
-    lm = models.language_model("lstm-b", case.V, case.H)
+    from recurrax import models
+    from recurrax.train import population
+    lm = models.language_model("lstm-b", helpers.V, helpers.H)
     seeds, scale = np.arange(3) + 4, np.array([0.5, 1.0, 3.0])
     offset = jax.tree.map(np.zeros_like, drawn_alone(lm.init, 0))
-    offset["layers"][0]["b_f"] = np.ones(case.H, np.float32)
+    offset["layers"][0]["b_f"] = np.ones(helpers.H, np.float32)
     offset["embed"]["E"] = np.full_like(offset["embed"]["E"], 0.25)
     opt = train.make_optimizer(1.0)
     pop = population.init_population(lm.init, opt, seeds=seeds, learning_rate=np.ones(3),
@@ -81,7 +82,7 @@ def test_init_offset_is_not_scaled():
     for m, s in enumerate(scale):
         got = member(pop.states.params, m)
         np.testing.assert_array_equal(got["layers"][0]["b_f"], 1.0)
-        expected = jax.tree.map(lambda p, o: o + s * (p - o), drawn_alone(lm.init, seeds[m]),
+        expected = jax.tree.map(lambda p, o, s=s: o + s * (p - o), drawn_alone(lm.init, seeds[m]),
                                 offset)
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
                      got, expected)
@@ -94,10 +95,10 @@ def test_init_offset_is_not_scaled():
 def test_a_diverging_member_stops_and_the_others_go_on():
     lr = np.array([0.5, 1.0, 0.1, 1e38, 0.3, 0.7])  # member 3 overflows float32 within steps
     clip = np.array([0.5, 1.0, 5.0, 1e30, 1e9, 2.0])
-    lm, windows, loss_fn, opt, hyper = case.setup(lr)
+    lm, windows, loss_fn, opt, hyper = helpers.population_setup(lr)
     hyper["clip_norm"] = clip
-    from recurrax import population
-    pop = population.init_population(lm.init, opt, carry=lm.initial_carry((case.B,)), **hyper)
+    from recurrax.train import population
+    pop = population.init_population(lm.init, opt, carry=lm.initial_carry((helpers.B,)), **hyper)
     step = population.make_population_step(loss_fn, opt)
     frozen = None
     for i in range(6):
@@ -105,11 +106,14 @@ def test_a_diverging_member_stops_and_the_others_go_on():
         if bool(pop.diverged[3]) and frozen is None:
             frozen = member(pop.states.params, 3)
     assert np.asarray(pop.diverged).tolist() == [False, False, False, True, False, False]
-    assert 0 <= int(pop.diverged_at[3]) < 6 and np.asarray(pop.diverged_at)[[0, 1, 2, 4, 5]].tolist() == [-1] * 5
+    assert 0 <= int(pop.diverged_at[3]) < 6
+    assert np.asarray(pop.diverged_at)[[0, 1, 2, 4, 5]].tolist() == [-1] * 5
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
                  member(pop.states.params, 3), frozen)
-    assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(member(pop.states.params, 3)))
-    _, reference = case.run(steps=6)  # the same members without the diverging one's rate
+    frozen_leaves = jax.tree.leaves(member(pop.states.params, 3))
+    assert all(np.all(np.isfinite(np.asarray(x))) for x in frozen_leaves)
+    # the same members without the diverging one's rate
+    _, reference = helpers.population_run(steps=6)
     losses = np.asarray(metrics["loss"])
     assert np.all(np.isfinite(losses[[0, 1, 2, 4, 5]]))
     np.testing.assert_allclose(losses[[0, 1, 2, 4, 5]], reference[-1][[0, 1, 2, 4, 5]], rtol=2e-5)
@@ -118,11 +122,11 @@ def test_a_diverging_member_stops_and_the_others_go_on():
 
 SHARDED = """
 import json, numpy as np, jax
-from recurrax import population
-from tests import population_case as case
+from recurrax.train import population
+from tests import helpers
 mesh = population.member_mesh()
-pop, sharded = case.run(steps=4, mesh=mesh)
-_, single = case.run(steps=4)
+pop, sharded = helpers.population_run(steps=4, mesh=mesh)
+_, single = helpers.population_run(steps=4)
 print(json.dumps({"devices": len(jax.devices()),
                   "spread": len(pop.states.params["readout"]["W"].sharding.device_set),
                   "max_diff": float(np.max(np.abs(sharded - single))),
@@ -145,10 +149,10 @@ def test_sharded_over_four_devices_equals_one_device():
 
 @pytest.mark.slow  # kept out of the default run for the 10-minute budget
 def test_many_steps_in_one_call_equal_one_step_at_a_time():
-    from recurrax import population
-    lm, windows, loss_fn, opt, hyper = case.setup()
-    pop0 = population.init_population(lm.init, opt, carry=lm.initial_carry((case.B,)), **hyper)
-    pop, history = case.run(steps=5)
+    from recurrax.train import population
+    lm, windows, loss_fn, opt, hyper = helpers.population_setup()
+    pop0 = population.init_population(lm.init, opt, carry=lm.initial_carry((helpers.B,)), **hyper)
+    pop, history = helpers.population_run(steps=5)
     steps = population.make_population_steps(loss_fn, opt)
     together, metrics = steps(pop0, population.stack_batches([windows.batch(i) for i in range(5)]))
     np.testing.assert_allclose(np.asarray(metrics["loss"]), history, rtol=1e-5)
@@ -162,7 +166,7 @@ def test_each_member_sees_its_own_context():
     import jax.numpy as jnp
     import optax
 
-    from recurrax import population
+    from recurrax.train import population
 
     def loss(params, batch, carry, key, k):
         return k * jnp.sum(params["w"] ** 2), (carry, {})

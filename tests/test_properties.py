@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 import recurrax
 from tests import reference as ref
-from tests.conftest import ALL, build, input_size
+from tests.helpers import ALL, build, input_size
 
 
 @st.composite
@@ -48,6 +48,6 @@ def test_scan_matches_the_reference_on_any_shape(case):
                                   reverse=case["reverse"])
     assert np.shape(ys) == (T, *batch, H)
     np.testing.assert_allclose(np.asarray(ys).reshape(T, n, H), want_ys, rtol=3e-5, atol=3e-5)
-    as_tuple = lambda c: c if isinstance(c, tuple) else (c,)  # noqa: E731
+    as_tuple = lambda c: c if isinstance(c, tuple) else (c,)
     for got, want in zip(as_tuple(carry), as_tuple(want_carry), strict=True):
         np.testing.assert_allclose(np.asarray(got).reshape(n, H), want, rtol=3e-5, atol=3e-5)

@@ -3,7 +3,7 @@
 import json
 import multiprocessing as mp
 
-from recurrax.results import ResultsFile, unique
+from recurrax.train.results import ResultsFile, unique
 
 
 def test_append_and_read(tmp_path):

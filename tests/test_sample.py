@@ -8,7 +8,7 @@ import pytest
 
 import recurrax
 from recurrax import models
-from recurrax.sample import next_token, sample
+from recurrax.models.sample import next_token, sample
 
 
 def test_greedy_sampling_is_the_argmax_chain():
@@ -35,7 +35,7 @@ def test_frequencies_follow_the_tempered_softmax():
     n = 20000
     keys = jax.random.split(jax.random.key(0), n)
     for temperature in [1.0, 0.5]:
-        draws = np.asarray(jax.vmap(lambda k: next_token(k, logits, temperature))(keys))
+        draws = np.asarray(jax.vmap(lambda k, t=temperature: next_token(k, logits, t))(keys))
         p = np.exp(np.asarray(logits) / temperature)
         p /= p.sum()
         freq = np.bincount(draws, minlength=4) / n

@@ -7,7 +7,7 @@ import pytest
 
 import recurrax
 from tests import reference as ref
-from tests.conftest import as_np, build, input_size, to_jax
+from tests.helpers import as_np, build, input_size, to_jax
 
 TOL = dict(rtol=2e-5, atol=2e-5)
 NAMES = ["rnn", "lstm", "lstm-f", "gru", "gru-reset-after", "mut1", "mut2", "mut3"]

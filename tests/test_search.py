@@ -6,10 +6,11 @@ import hashlib
 import pytest
 
 from experiments.jozefowicz import __main__ as cli
-from experiments.jozefowicz import search as arch_search
-from recurrax import graph as G
-from recurrax import search, universal
-from recurrax.results import ResultsFile
+from experiments.jozefowicz import arch_search
+from recurrax import search
+from recurrax.search import graph as G
+from recurrax.search import universal
+from recurrax.train.results import ResultsFile
 
 STAGES = [search.Stage("memorization", 0.9), search.Stage("arithmetic", 0.9),
           search.Stage("words", 0.9, higher_is_better=False)]
@@ -34,7 +35,7 @@ class FakeTraining:
         if self.fail_after is not None and len(self.calls) == self.fail_after:
             raise KeyboardInterrupt("killed")
         self.calls.append((stage.name, len(graphs)))
-        return [self.score(stage, g, h) for g, h in zip(graphs, hypers)]
+        return [self.score(stage, g, h) for g, h in zip(graphs, hypers, strict=True)]
 
     @staticmethod
     def score(stage, g, hyper):
@@ -89,7 +90,7 @@ def test_a_killed_search_resumes_to_the_same_result(tmp_path):
         with pytest.raises(KeyboardInterrupt):
             _run(path, FakeTraining(fail_after=fail_after))
     resumed = _run(path, FakeTraining())
-    strip = lambda rows: [(r["key"], round(r["fitness"], 9), r["evaluations"])  # noqa: E731
+    strip = lambda rows: [(r["key"], round(r["fitness"], 9), r["evaluations"])
                           for r in rows]
     assert strip(search.table(resumed, STAGES, "gru")) == strip(search.table(whole, STAGES, "gru"))
 

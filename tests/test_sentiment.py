@@ -129,7 +129,7 @@ def test_logistic_gradient_and_hessian_match_finite_differences():
     assert f == pytest.approx(value(theta), rel=1e-12)
     fd = [(value(theta + eps * e) - value(theta - eps * e)) / (2 * eps) for e in np.eye(16)]
     np.testing.assert_allclose(g, fd, atol=1e-8)
-    grad = lambda t: sentiment.logistic_objective(t, x, y, l2)[1]  # noqa: E731
+    grad = lambda t: sentiment.logistic_objective(t, x, y, l2)[1]
     np.testing.assert_allclose(sentiment.logistic_hessp(theta, v, x, y, l2),
                                (grad(theta + eps * v) - grad(theta - eps * v)) / (2 * eps),
                                atol=1e-7)

@@ -45,7 +45,7 @@ def decode(task, tokens, sep=""):
 
 def docs(task, split, sep=""):
     starts = [*np.flatnonzero(split.doc_starts), len(split.tokens)]
-    return [decode(task, split.tokens[a:b], sep) for a, b in zip(starts, starts[1:])]
+    return [decode(task, split.tokens[a:b], sep) for a, b in zip(starts, starts[1:], strict=False)]
 
 
 # --------------------------------------------------------------- characters
@@ -151,7 +151,7 @@ def test_music_rolls(music):
         assert split.frames.dtype == np.float32 and split.lengths.dtype == np.int32
         assert P == len(task.vocab) and T == split.lengths.max() and N == len(split.lengths)
         assert set(np.unique(split.frames)) <= {0.0, 1.0}
-        for roll, n in zip(split.frames, split.lengths):
+        for roll, n in zip(split.frames, split.lengths, strict=True):
             assert not roll[n:].any()
             voices = roll[:n].sum(axis=1)
             assert (voices >= 3).mean() > 0.75 and voices.max() <= 10  # mostly 4 voices
@@ -185,5 +185,5 @@ def test_music_is_cached(cache, music, monkeypatch):
     again = tasks.music(cache_dir=cache, max_chorales=10)
     assert time.perf_counter() - start < min(1.0, cold)
     assert list(cache.glob("*.npz"))
-    for a, b in zip(again.train, task.train):
+    for a, b in zip(again.train, task.train, strict=True):
         np.testing.assert_array_equal(a, b)

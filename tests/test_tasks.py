@@ -42,7 +42,7 @@ def decode_rows(task: Task, split: Examples) -> list[tuple[str, str, list[bool]]
     """(full character sequence, target characters, mask) per row, for
     teacher-forced tasks: the sequence is the inputs then the last target."""
     rows = []
-    for x, y, m, n in zip(split.inputs, split.targets, split.mask, split.lengths):
+    for x, y, m, n in zip(split.inputs, split.targets, split.mask, split.lengths, strict=True):
         chars = [task.vocab[i] for i in x[:n]] + [task.vocab[y[n - 1]]]
         rows.append(("".join(chars), "".join(task.vocab[i] for i in y[:n]), list(m[:n])))
     return rows
@@ -51,7 +51,7 @@ def decode_rows(task: Task, split: Examples) -> list[tuple[str, str, list[bool]]
 def documents(task: Task, split: Stream) -> list[str]:
     text = "".join(task.vocab[i] for i in split.tokens)
     starts = [*np.flatnonzero(split.doc_starts), len(text)]
-    return [text[a:b] for a, b in zip(starts, starts[1:])]
+    return [text[a:b] for a, b in zip(starts, starts[1:], strict=False)]
 
 
 # ---------------------------------------------------------------- interface
@@ -98,10 +98,10 @@ def test_sizes_count_examples_or_tokens(memo, xml_task):
 ])
 def test_deterministic_given_seed(build):
     a, b, c = build(5), build(5), build(6)
-    for sa, sb, sc in zip(splits(a), splits(b), splits(c)):
-        for x, y in zip(sa, sb):
+    for sa, sb, sc in zip(splits(a), splits(b), splits(c), strict=True):
+        for x, y in zip(sa, sb, strict=True):
             np.testing.assert_array_equal(x, y)
-        assert any(x.shape != z.shape or (x != z).any() for x, z in zip(sa, sc))
+        assert any(x.shape != z.shape or (x != z).any() for x, z in zip(sa, sc, strict=True))
 
 
 # ------------------------------------------------------------- memorization

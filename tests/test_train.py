@@ -2,6 +2,8 @@
 from a checkpoint."""
 
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +12,9 @@ import optax
 import pytest
 
 import recurrax
-from recurrax import batching, checkpoint, losses, models, train
+from recurrax import models, train
+from recurrax.nn import losses
+from recurrax.train import batching, checkpoint
 
 
 def linear_loss(params, batch, carry, key):
@@ -159,7 +163,7 @@ def test_gradients_do_not_cross_chunks(rng):
 
     opt = train.make_optimizer(0.1)
     state = train.create_train_state(params, opt, carry=lm.initial_carry((2,)))
-    step = train.make_train_step(lambda p, batch, c, k: (lambda l, c2: (l, (c2, {})))(
+    step = train.make_train_step(lambda p, batch, c, k: (lambda loss, c2: (loss, (c2, {})))(
         *chunk_loss(p, c, batch)), opt, jit=False)
     state, _ = step(state, a)
     handed = state.carry
@@ -182,7 +186,7 @@ def char_setup(rng, batch_size=4, steps=8):
         return losses.softmax_cross_entropy(logits, batch["targets"]), (carry, {})
 
     opt = train.make_optimizer(0.01, clip_norm=1.0, base=optax.adam)
-    fresh = lambda: train.create_train_state(lm.init(jax.random.key(0)), opt,  # noqa: E731
+    fresh = lambda: train.create_train_state(lm.init(jax.random.key(0)), opt,
                                              carry=lm.initial_carry((batch_size,)), seed=3)
     return fresh, train.make_train_step(loss_fn, opt), windows
 
@@ -218,6 +222,25 @@ def test_evaluate_weights_by_valid_positions():
     assert out == {"metric": 13.0 / 4.0, "count": 4.0}
 
 
-def test_recurrax_exports_the_toolkit():
-    for name in ["nn", "losses", "train", "checkpoint", "sample", "models", "batching"]:
+IMPORT_CORE = """
+import sys, recurrax
+loaded = sorted(m for m in sys.modules if m.startswith("recurrax."))
+heavy = ("recurrax.train", "recurrax.models", "recurrax.search", "recurrax.metrics",
+         "recurrax.tasks")
+print([m for m in loaded if m.startswith(heavy)])
+import recurrax.train, recurrax.models, recurrax.search, recurrax.metrics, recurrax.tasks
+print(all(hasattr(recurrax.train, n)
+          for n in ("TrainState", "population", "batching", "checkpoint")))
+print(all(hasattr(recurrax.models, n) for n in ("language_model", "sample", "beam", "captioner")))
+"""
+
+
+def test_import_recurrax_loads_the_core_only():
+    """`import recurrax` leaves training, models, the search, metrics and tasks
+    unloaded (a fresh process); each loads by name with what it exports."""
+    out = subprocess.run([sys.executable, "-c", IMPORT_CORE], capture_output=True, text=True,
+                         check=True).stdout.split("\n")
+    assert out[:3] == ["[]", "True", "True"]
+    for name in ["Cell", "Seq", "scan", "step", "layer", "stack", "bidirectional", "with_resets",
+                 "cells", "nn", "sequence_mask", "reverse_sequence"]:
         assert hasattr(recurrax, name)

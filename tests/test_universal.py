@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from recurrax import graph as G
-from recurrax import mutations, universal
 from recurrax.scan import scan
+from recurrax.search import graph as G
+from recurrax.search import mutations, universal
 
 H, T, B = 6, 5, 3
 
@@ -100,7 +100,7 @@ def test_sgd_steps_follow_the_compiled_cell():
         c = G.compile(g, H)
         return jnp.sum(jnp.sin(scan(c, p, xs, c.initial_carry((B,)))[1]))
 
-    sgd = lambda loss: jax.jit(lambda p: jax.tree.map(  # noqa: E731
+    sgd = lambda loss: jax.jit(lambda p: jax.tree.map(
         lambda w, d: w - 0.1 * d, p, jax.grad(loss)(p)))
     step_c, step_u = sgd(loss_c), sgd(loss_u)
     for _ in range(10):
@@ -157,7 +157,7 @@ def test_every_node_sits_after_its_arguments():
         groups = [(first, n) for part in ("prepare", "step")
                   for _, first, n in universal.Layout().groups(part)]
         group_of = {k: j for j, (first, n) in enumerate(groups) for k in range(first, first + n)}
-        for k, (a, b) in enumerate(zip(program.a, program.b)):
+        for k, (a, b) in enumerate(zip(program.a, program.b, strict=True)):
             for row in (a, b):
                 if row >= universal.FIRST:
                     assert group_of[row - universal.FIRST] < group_of[k]

@@ -12,7 +12,7 @@ program, their member axis spread over all devices), appends one JSON line per
 finished trial to the results file and skips trials already there, so
 rerunning the same command resumes; `--set` overrides a preset setting (the
 pilots in the README were run this way). `search` runs the architecture
-search (`experiments.jozefowicz.search`, `recurrax.search`), logged to its
+search (`experiments.jozefowicz.arch_search`, `recurrax.search`), logged to its
 results file and resumed the same way. `report` prints the Markdown table of
 a run with the paper's figures and the four findings' verdicts (`--json`: one
 JSON object) and writes a plot beside the file, or, for a search log, the top
@@ -33,11 +33,10 @@ from pathlib import Path
 
 import jax
 
-from experiments.jozefowicz import protocol, report, runner, tasks as harness_tasks, watchdog
-from experiments.jozefowicz import search as arch_search
-from recurrax import search as search_lib
+from experiments.jozefowicz import arch_search, harness_tasks, protocol, report, runner, watchdog
 from experiments.progress import progress_bar
-from recurrax.results import ResultsFile
+from recurrax import search as search_lib
+from recurrax.train.results import ResultsFile
 
 
 def run(args, on_stall=watchdog.abort) -> Path:
@@ -60,7 +59,7 @@ def run(args, on_stall=watchdog.abort) -> Path:
     print(f"{len(trials)} trials, {len(trials) - len(todo)} already in {results.path}, "
           f"{len(todo)} to run on {len(jax.devices())} device(s)")
     mesh = runner.member_mesh()
-    group = lambda t: (t["task"], t["arch"], t["layers"])  # noqa: E731
+    group = lambda t: (t["task"], t["arch"], t["layers"])
     setups: dict[str, harness_tasks.Setup] = {}
     best: dict[str, float] = {}
     stalls = watchdog.StallWatchdog(args.stall_seconds or None, on_stall)

@@ -61,13 +61,13 @@ of data sets per finding (5% nominal). Read a verdict with that in mind.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
 from experiments.jozefowicz import paper
-from recurrax.results import unique
+from recurrax.train.results import unique
 
 COLUMNS = {"arithmetic": "accuracy", "xml": "accuracy", "words": "perplexity",
            "music": "nll_per_step"}  # the metric each task is scored by

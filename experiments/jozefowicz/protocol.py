@@ -19,7 +19,7 @@ and the same seed (common random numbers), so differences between cells come
 from the cells, not from their luck in the draws.
 
 The hidden size follows from the preset's parameter budget for that task,
-architecture and depth (`recurrax.budget.hidden_for_budget`), so every
+architecture and depth (`recurrax.models.budget.hidden_for_budget`), so every
 architecture is compared at (nearly) equal size. Minibatches of 20, unrolled 35
 steps, the state carried across minibatches on the stream tasks.
 

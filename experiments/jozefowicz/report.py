@@ -18,7 +18,7 @@ from pathlib import Path
 
 from experiments.jozefowicz import findings, paper
 from experiments.jozefowicz.findings import COLUMNS, HIGHER  # noqa: F401 (the table's metrics)
-from recurrax.results import ResultsFile, unique
+from recurrax.train.results import ResultsFile, unique
 
 
 def _tasks(records: list[dict]) -> list[str]:
@@ -103,7 +103,7 @@ def plot(records: list[dict], path: Path) -> None:
     records = unique(records, key=lambda r: r["key"])
     tasks, cells = _tasks(records), findings.cells(records)
     fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
-    for ax, t in zip(axes[0], tasks):
+    for ax, t in zip(axes[0], tasks, strict=False):
         archs = list(dict.fromkeys(r["arch"] for r in records if r["task"] == t))
         for i, a in enumerate(archs):
             ys = [r["metrics"][f"test_{COLUMNS[t]}"] for r in records

@@ -22,10 +22,12 @@ import numpy as np
 import optax
 
 import recurrax
-from experiments.jozefowicz import tasks as harness_tasks
+from experiments.jozefowicz import harness_tasks
 from experiments.jozefowicz.protocol import Preset
-from recurrax import budget, cells, models, population, train
+from recurrax import cells, models, train
 from recurrax.initializers import Initializers
+from recurrax.models import budget
+from recurrax.train import population
 
 
 def use_cpu_devices(count: int | None = None) -> int:
@@ -73,7 +75,7 @@ def paper_init(model: models.TokenModel, arch: str, hidden: int):
     fixed = cells.get(arch, hidden, initializers=Initializers(zero, zero, zero))
     key0 = jax.random.key(0)  # the zero initialisers ignore it
     shapes = jax.eval_shape(model.init, key0)
-    zeros = lambda tree: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), tree)  # noqa: E731
+    zeros = lambda tree: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), tree)
     widths = [hidden] * len(model.cells)  # the embedding is H wide (language_model's default)
     offset = {"embed": zeros(shapes["embed"]), "readout": zeros(shapes["readout"]),
               "layers": tuple(fixed.init(key0, d) for d in widths)}
@@ -83,7 +85,7 @@ def paper_init(model: models.TokenModel, arch: str, hidden: int):
         leaves, tree = jax.tree.flatten(shapes)
         keys = jax.random.split(key, len(leaves))
         draws = [jax.random.uniform(k, s.shape, s.dtype, -bound, bound)
-                 for k, s in zip(keys, leaves)]
+                 for k, s in zip(keys, leaves, strict=True)]
         return jax.tree.map(jnp.add, offset, jax.tree.unflatten(tree, draws))
 
     return init_params, offset

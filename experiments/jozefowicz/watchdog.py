@@ -5,7 +5,7 @@ for good, at 0% CPU: the main thread waits in `xla::Semaphore::Acquire` inside
 an executable's `Execute` while every XLA worker thread waits in a batched
 LAPACK QR (drawing orthogonal matrices for a `vmap`-ed population) for chunks
 that no worker is left to run, a deadlock of jaxlib 0.10.0–0.10.2. recurrax now
-draws one matrix at a time (`recurrax.population`), and no program it builds
+draws one matrix at a time (`recurrax.train.population`), and no program it builds
 has a batched LAPACK call (`tests/test_no_batched_lapack.py`); this watchdog
 stays as a last resort. Training always keeps a core busy, so a process
 whose CPU time stops advancing for `seconds` while armed is wedged, not slow.
@@ -20,7 +20,7 @@ import os
 import sys
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 def cpu_seconds() -> float:

@@ -16,7 +16,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from recurrax.cells.gru import gru
 from recurrax.cells.lstm import lstm

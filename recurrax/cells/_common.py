@@ -3,12 +3,12 @@ projections and their split."""
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 
-from recurrax import deferred
+from recurrax import _deferred as deferred
 from recurrax import initializers as inits
 
 
@@ -94,7 +94,7 @@ def fused(params: dict[str, jax.Array], names: Sequence[str]) -> jax.Array:
 def recurrent(params: dict[str, jax.Array], h: jax.Array, names: Sequence[str]) -> jax.Array:
     """`h @ [W_1 | W_2 | ...]`: a step's matmul of (a function of) the carry by
     the named recurrent matrices. Marked as such so that `scan` computes its
-    weight gradient after the loop (`recurrax.deferred`)."""
+    weight gradient after the loop (`recurrax._deferred`)."""
     return deferred.recurrent_matmul(h, fused(params, names), names)
 
 

@@ -14,7 +14,8 @@ Jozefowicz et al. (2015).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from recurrax.tasks.arithmetic import arithmetic
 from recurrax.tasks.base import Examples, Rolls, Stream, Task

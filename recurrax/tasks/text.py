@@ -17,7 +17,12 @@ from collections import Counter
 import numpy as np
 
 from recurrax.tasks.base import (
-    Stream, Task, check_int, encode_chars, ranked_words, stream_from_docs,
+    Stream,
+    Task,
+    check_int,
+    encode_chars,
+    ranked_words,
+    stream_from_docs,
 )
 from recurrax.tasks.cache import atomic_write, cache_root, package_members
 

@@ -13,8 +13,14 @@ import string
 import numpy as np
 
 from recurrax.tasks.base import (
+    Stream,
+    Task,
+    check_int,
+    check_seed,
+    check_sizes,
+    draw_disjoint,
+    encode_chars,
     generated_task,
-    Stream, Task, check_int, check_seed, check_sizes, draw_disjoint, encode_chars,
     stream_from_docs,
 )
 

@@ -83,7 +83,7 @@ def check_carry(cell: Cell, carry: Any, batch_shape: tuple, dtype) -> None:
     expected = _shapes(jax.eval_shape(lambda: cell.initial_carry(batch_shape, dtype)))
     try:
         got = _shapes(carry)
-    except Exception:  # noqa: BLE001 - anything that is not a pytree of arrays
+    except Exception:
         got = {"": type(carry).__name__}
     if got != expected:
         raise ValueError(

@@ -14,7 +14,8 @@ for real-valued inputs such as piano rolls.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 
@@ -23,7 +24,8 @@ from recurrax import nn
 from recurrax.initializers import Initializers
 from recurrax.protocols import Cell
 from recurrax.resets import append_flags, with_resets
-from recurrax.scan import scan, step as cell_step
+from recurrax.scan import scan
+from recurrax.scan import step as cell_step
 
 
 class TokenModel(NamedTuple):
@@ -98,7 +100,8 @@ def language_model(
         k_embed, k_out, *k_layers = jax.random.split(key, num_layers + 2)
         return {
             "embed": embed.init(k_embed, vocab_size),
-            "layers": tuple(c.init(k, d) for c, k, d in zip(layers, k_layers, widths)),
+            "layers": tuple(c.init(k, d)
+                            for c, k, d in zip(layers, k_layers, widths[:-1], strict=True)),
             "readout": readout.init(k_out, widths[-1]),
         }
 
@@ -112,7 +115,7 @@ def language_model(
             jax.random.split(key, num_layers + 1))
         x = embed.apply(params["embed"], tokens)
         finals = []
-        for index, (c, p, h0) in enumerate(zip(layers, params["layers"], carry)):
+        for index, (c, p, h0) in enumerate(zip(layers, params["layers"], carry, strict=True)):
             if index > 0:
                 x = nn.dropout(keys[index], x, dropout)
             if resets is None:
@@ -127,7 +130,7 @@ def language_model(
     def step(params, carry, token):
         x = embed.apply(params["embed"], token)
         finals = []
-        for c, p, h0 in zip(layers, params["layers"], carry):
+        for c, p, h0 in zip(layers, params["layers"], carry, strict=True):
             h, x = cell_step(c, p, h0, x)
             finals.append(h)
         return tuple(finals), readout.apply(params["readout"], x)

@@ -18,7 +18,7 @@ import math
 
 import jax
 
-from recurrax import models
+from recurrax.models import language_model as models
 
 
 def count_params(cell: str, hidden_size: int, *, vocab_in: int, vocab_out: int,

@@ -7,7 +7,7 @@ population of evaluations; each is either
 
 * a re-evaluation (probability `p_reevaluate`): a listed cell with fresh
   hyperparameters, or
-* a child: a listed cell mutated one to three times (`recurrax.mutations`),
+* a child: a listed cell mutated one to three times (`recurrax.search.mutations`),
   never a cell evaluated before (`graph.canonical`), and one that `accept`s
   (e.g. fits the universal cell's layout),
 
@@ -26,19 +26,20 @@ The evaluations of one stage are trained together: each stage has a queue,
 and a stage runs when `population` evaluations wait in it (the last stage
 first), so every stage is one compiled program trained on full populations;
 at the end the queues are flushed (padded). Every created evaluation and every
-stage score is one line of the log (`recurrax.results.ResultsFile`); a rerun
+stage score is one line of the log (`recurrax.train.results.ResultsFile`); a rerun
 rebuilds the list and the queues from it and goes on where it stopped.
 """
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
-from recurrax import graph as G
-from recurrax import mutations
-from recurrax.results import ResultsFile
+from recurrax.search import graph as G
+from recurrax.search import mutations
+from recurrax.train.results import ResultsFile
 
 
 class Stage(NamedTuple):
@@ -252,7 +253,7 @@ def run(log: ResultsFile, stages: list[Stage], seeds: dict[str, G.Graph], evalua
         ids = waiting[k][:population]
         graphs = [G.from_json(state.evals[i]["graph"]) for i in ids]
         scores = evaluate(stages[k], graphs, [state.evals[i]["hyper"] for i in ids])
-        for i, v in zip(ids, scores):
+        for i, v in zip(ids, scores, strict=True):
             log.append({"kind": "score", "id": i, "stage": stages[k].name,
                         "score": None if v is None or not np.isfinite(v) else float(v)})
         state = load(log)

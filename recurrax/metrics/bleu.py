@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Hashable, NamedTuple, Sequence
+from collections.abc import Hashable, Sequence
+from typing import NamedTuple
 
 Tokens = Sequence[Hashable]
 
@@ -75,7 +76,7 @@ def bleu_stats(list_of_references: Sequence[Sequence[Tokens]], hypotheses: Seque
                          f"{len(list_of_references)} lists of references; they must pair up")
     matches, totals = [0] * max_order, [0] * max_order
     hyp_length = ref_length = 0
-    for references, hyp in zip(list_of_references, hypotheses):
+    for references, hyp in zip(list_of_references, hypotheses, strict=True):
         if len(references) == 0:
             raise ValueError("bleu: every hypothesis needs at least one reference")
         for n in range(1, max_order + 1):
@@ -96,7 +97,7 @@ def bleu_from_stats(stats: BleuStats, epsilon: float = 0.0) -> float:
     if stats.matches[0] == 0:
         return 0.0
     log_p = 0.0
-    for m, t in zip(stats.matches, stats.totals):
+    for m, t in zip(stats.matches, stats.totals, strict=True):
         if m == 0:
             if epsilon <= 0 or t == 0:
                 return 0.0

@@ -34,7 +34,7 @@ def test_variant_matches_recurrax(name):
     np.testing.assert_allclose(apply_fns[name](params, xs), ys_ref, rtol=1e-5, atol=1e-6)
     g_ref = jax.grad(loss(apply_fns["recurrax"]), argnums=(0, 1))(params, xs)
     g = jax.grad(loss(apply_fns[name]), argnums=(0, 1))(params, xs)
-    for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref)):
+    for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
@@ -44,7 +44,7 @@ def test_deferred_grad_matches_finite_differences():
         params, xs = _params_and_xs(jnp.float64)
         args = (*lstm_deferred_grad.fused_params(params), xs)
         weights = jax.random.normal(jax.random.key(2), (T, B, H), jnp.float64)
-        loss = lambda *a: jnp.sum(jnp.tanh(lstm_deferred_grad.lstm(*a)) * weights)  # noqa: E731
+        loss = lambda *a: jnp.sum(jnp.tanh(lstm_deferred_grad.lstm(*a)) * weights)
         grads = jax.grad(loss, argnums=(0, 1, 2, 3))(*args)
         rng = np.random.default_rng(0)
         eps = 1e-6

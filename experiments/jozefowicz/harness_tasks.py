@@ -16,15 +16,18 @@ split in one compiled call (metrics per member).
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from recurrax import batching, losses, population, tasks as task_lib
+from recurrax import tasks as task_lib
+from recurrax.nn import losses
 from recurrax.tasks import Examples
 from recurrax.tasks import base as task_base
+from recurrax.train import batching, population
 
 
 class Setup(NamedTuple):
@@ -83,7 +86,7 @@ def prepare(name: str, batch: int, unroll: int, task_kwargs: dict | None = None,
     if name == "music":
         t = task_lib.music(**kw)
         P = len(t.vocab)
-        whole = lambda r: batching.ExampleBatches(  # noqa: E731  evaluation: every chorale at once
+        whole = lambda r: batching.ExampleBatches(
             _rolls_as_examples(r), len(r.lengths), shuffle=False)
         return Setup(name, "rolls", P, P, "features",
                      batching.ExampleBatches(_rolls_as_examples(t.train),

@@ -28,8 +28,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from recurrax.graph import (ACTIVATIONS, BINARY, DIAGONAL_OFFSETS, LEAVES, Graph, Node, canonical,
-                            leaves_read, order, param_names)
+from recurrax.search.graph import (
+    ACTIVATIONS,
+    BINARY,
+    DIAGONAL_OFFSETS,
+    LEAVES,
+    Graph,
+    Node,
+    canonical,
+    leaves_read,
+    order,
+    param_names,
+)
 
 MUTATIONS = ("swap_activation", "swap_elementwise", "insert_activation", "remove_node",
              "replace_with_ancestor", "replace_with_combination")
@@ -227,7 +237,7 @@ def _op(node: Node) -> str:
 
 def _describe(before: Graph, after: Graph) -> str:
     """What changed from `before` to `after`, e.g. "i sigmoid -> relu"."""
-    show = lambda args: f"({', '.join(args)})"  # noqa: E731
+    show = lambda args: f"({', '.join(args)})"
     parts = [f"new {n} = {_op(node)}{show(node.args)}" for n, node in after.nodes.items()
              if n not in before.nodes]
     for n, node in after.nodes.items():

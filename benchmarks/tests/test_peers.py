@@ -24,7 +24,7 @@ def from_stacked(cell, W_ih, W_hh, b_ih, b_hh):
     `y = W x + b_ih + ...`; the GRU's `b_hh` n-block sits inside the reset."""
     W_ih, W_hh, b_ih, b_hh = (np.asarray(a, np.float64) for a in (W_ih, W_hh, b_ih, b_hh))
     H = W_hh.shape[1]
-    block = lambda a, k: a[k * H:(k + 1) * H]  # noqa: E731
+    block = lambda a, k: a[k * H:(k + 1) * H]
     if cell == "lstm":
         out = {}
         for k, g in enumerate("ifgo"):

@@ -1,6 +1,6 @@
 """The architecture search on the study's tasks: presets, and the trainer
 that scores a population of candidate cells on one stage in one compiled
-program (`recurrax.universal`).
+program (`recurrax.search.universal`).
 
     python -m experiments.jozefowicz search --preset {smoke,quick,paper} [--results FILE]
     python -m experiments.jozefowicz report FILE      # a search log: the top cells
@@ -24,10 +24,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from experiments.jozefowicz import tasks as harness_tasks
+from experiments.jozefowicz import harness_tasks
 from experiments.jozefowicz.protocol import log_uniform
-from recurrax import graph as G
-from recurrax import models, population, search, train, universal
+from recurrax import models, search, train
+from recurrax.search import graph as G
+from recurrax.search import universal
+from recurrax.train import population
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,7 @@ class Trainer:
     def __init__(self, preset: SearchPreset, layout: universal.Layout = universal.Layout()):
         self.preset, self.layout = preset, layout
         self.setups: dict[str, harness_tasks.Setup] = {}
+        self.built: dict[str, tuple] = {}
 
     def setup(self, task: str) -> harness_tasks.Setup:
         if task not in self.setups:
@@ -102,9 +105,13 @@ class Trainer:
                                                       p.task_kwargs.get(task))
         return self.setups[task]
 
-    @functools.cache
-    def programs(self, task: str):
-        """The model, jitted population steps and scorer of one stage."""
+    def programs(self, task: str) -> tuple:
+        """The model, jitted population steps and scorer of one stage (built once)."""
+        if task not in self.built:
+            self.built[task] = self._build(task)
+        return self.built[task]
+
+    def _build(self, task: str) -> tuple:
         s = self.setup(task)
         model = models.language_model(universal.cell(self.preset.hidden, layout=self.layout),
                                       s.vocab_in, self.preset.hidden, inputs=s.inputs,
@@ -122,7 +129,7 @@ class Trainer:
         s, p = self.setup(stage.name), self.preset
         model, opt, steps, scores = self.programs(stage.name)
         n = len(graphs)
-        pad = lambda xs: xs + [xs[-1]] * (p.population - n)  # noqa: E731  a fixed shape
+        pad = lambda xs: xs + [xs[-1]] * (p.population - n)
         graphs, hypers = pad(list(graphs)), pad(list(hypers))
         programs = jax.tree.map(lambda *a: np.stack(a),
                                 *[universal.encode(g, self.layout)[0] for g in graphs])
@@ -205,7 +212,7 @@ def report(state: search.State, preset_stages: list[search.Stage], top: int = 10
     passed = sum(r["origin"] == "child" for r in rows)
     head = ("| cell | fitness | " + " | ".join(f"{n} (rel. GRU)" for n in names)
             + " | evaluations |\n| --- | --- |" + " --- |" * len(names) + " --- |")
-    line = lambda label, r: (f"| {label} | {r['fitness']:.3f} | "  # noqa: E731
+    line = lambda label, r: (f"| {label} | {r['fitness']:.3f} | "
                              + " | ".join(f"{r['relative'][n]:.3f}" for n in names)
                              + f" | {r['evaluations']} |")
     out = [f"{children} candidate cells created, {passed} passed every stage; "

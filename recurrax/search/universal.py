@@ -1,4 +1,4 @@
-r"""The universal cell: any `recurrax.graph` cell, interpreted from arrays.
+r"""The universal cell: any `recurrax.search.graph` cell, interpreted from arrays.
 
 `graph.compile` turns one graph into one XLA program; a search that compiles
 every candidate runs at the compiler's speed. Here a graph is data instead: a
@@ -28,7 +28,7 @@ over the whole sequence, any op each; the `step` groups run every time step,
 "L" groups a linear map (one batched matmul) and "E" groups any other op.
 `encode` places a graph's nodes in order, each in the first group of its kind
 after its arguments' groups with a free slot, or says that it does not fit. A
-Linear(s, ·) node (`recurrax.graph`) is placed as `graph.lowered` writes it,
+Linear(s, ·) node (`recurrax.search.graph`) is placed as `graph.lowered` writes it,
 a linear slot then a bias slot, with `diag = s` on the linear slot. The
 input must be `H` wide (an embedding of size `H`, as in the paper's
 search). The carry is `(c, h)` for every graph; a cell without a memory
@@ -56,9 +56,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from recurrax import graph as G
 from recurrax.cells import _common as C
 from recurrax.protocols import Cell
+from recurrax.search import graph as G
 
 X, H_ROW, C_ROW, ONE, ZERO = range(5)
 FIRST = 5  # the row of slot 0
@@ -207,7 +207,7 @@ Plan = tuple  # ((kind, first slot, size, first matrix or -1), ...): static
 
 def _group_value(kind: str, op, a, b, W, bias):
     """What one group of `kind` computes from its operands `a, b [n, ..., H]`."""
-    matmul = (lambda: jnp.einsum("n...h,nhk->n...k", a, W))  # noqa: E731
+    matmul = (lambda: jnp.einsum("n...h,nhk->n...k", a, W))
     if kind == "L":
         return matmul()
     cases = {"linear": matmul() if kind == "A" else a, "bias": a + _expand(bias, a)}
@@ -219,7 +219,7 @@ def _group_value(kind: str, op, a, b, W, bias):
 def _group_grads(kind: str, op, g, a, b, y, W):
     """`(∂a, ∂b)`: the cotangents of one group's operands given `g = ∂y`."""
     zero = jnp.zeros_like(g)
-    back = (lambda: jnp.einsum("n...k,nhk->n...h", g, W))  # noqa: E731
+    back = (lambda: jnp.einsum("n...k,nhk->n...h", g, W))
     if kind == "L":
         return back(), zero
     cases = {"linear": (back() if kind == "A" else g, zero), "bias": (g, zero),
@@ -300,8 +300,8 @@ def cell(hidden_size: int, graph: G.Graph | None = None, layout: Layout = Layout
         C.check_input_equals_hidden("universal", input_size, H)
         keys = jax.random.split(key, 2)
         # One QR at a time (lax.map, not vmap): a batched LAPACK call can deadlock XLA CPU
-        # on jaxlib 0.10.0-0.10.2 (see recurrax.population); same values.
-        draw = lambda k, n: lax.map(  # noqa: E731
+        # on jaxlib 0.10.0-0.10.2 (see recurrax.train.population); same values.
+        draw = lambda k, n: lax.map(
             lambda kk: jax.nn.initializers.orthogonal()(kk, (H, H)), jax.random.split(k, n))
         return with_diagonal_offsets({"W_prepare": draw(keys[0], shapes["W_prepare"][0]),
                                       "W_step": draw(keys[1], shapes["W_step"][0]),

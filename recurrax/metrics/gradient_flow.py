@@ -31,7 +31,7 @@ the K unit vectors, vectorised with `jax.vmap` (K + 1 backward scans run as
 one batched scan). The per-step Jacobians `J_t` come from `jax.jacfwd` of
 `cell.step` vmapped over the trajectory, and their largest singular value
 from `jnp.linalg.svd`, one Jacobian at a time (`lax.map`: a batched LAPACK
-call can deadlock XLA CPU on jaxlib 0.10.0–0.10.2, see `recurrax.population`).
+call can deadlock XLA CPU on jaxlib 0.10.0–0.10.2, see `recurrax.train.population`).
 All of it is exact (no estimator), and compiled once per cell, `loss_fn` and
 shapes: both are static, so pass the same function object, not a fresh
 `lambda` per call, to reuse the compiled program.
@@ -42,12 +42,13 @@ from __future__ import annotations
 
 import functools
 import itertools
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from recurrax import checks
+from recurrax import _checks as checks
 from recurrax.protocols import Carry, Cell
 from recurrax.scan import start_carry
 

@@ -8,7 +8,8 @@ style of `Cell` and `Seq`: `init(key, input_size) -> params` and
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp

@@ -5,7 +5,7 @@ Encoder. Convolutions with ReLU (`recurrax.nn.conv2d`, 3×3 kernels, the
 first with stride 1, the others with stride 2) turn an image `[S, S, 3]`
 (values in [0, 1], centred to [−0.5, 0.5]) into a grid `[S/2^(n−1),
 S/2^(n−1), K]`, read as L annotation vectors `a_1 … a_L ∈ R^K`
-(`recurrax.attention.grid_to_memory`, row-major cells). The image gets two
+(`recurrax.nn.attention.grid_to_memory`, row-major cells). The image gets two
 more channels, each pixel's row and column in [−1, 1] (CoordConv, Liu et al.
 2018): the context Σ_i α_i a_i forgets where the cells were, so without them a
 small encoder cannot tell "left" from "right".
@@ -22,7 +22,7 @@ and at step t = 1 … C, with the previous word y_{t−1} (y_0 = <start>):
     c_t, h_t = LSTM([E y_{t−1}; ẑ_t], (c_{t−1}, h_{t−1}))
     p(y_t | a, y_{<t}) = softmax((E y_{t−1} + h_t L_h + ẑ_t L_z) L_o + b_o)
 
-(attention `recurrax.attention.soft_visual`, LSTM `recurrax.cells.lstm`,
+(attention `recurrax.nn.attention.soft_visual`, LSTM `recurrax.cells.lstm`,
 `L_h, L_z` the paper's deep output layer, eq. 7). Training minimises, per
 caption of C words plus <end>, the masked cross-entropy plus the doubly
 stochastic penalty (the paper's eq. 14):
@@ -34,13 +34,15 @@ averaged over the batch, N the number of valid targets.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from recurrax import attention, cells, losses, nn
+from recurrax import cells, nn
 from recurrax.masking import sequence_mask
+from recurrax.nn import attention, losses
 from recurrax.scan import step as cell_step
 
 
@@ -56,7 +58,7 @@ class Captioner(NamedTuple):
       of rate `dropout` on the deep output `E y_{t−1} + h_t L_h + ẑ_t L_z`.
     - `decoder(params, images[B, ...]) -> (step, carry)`: one decoding step,
       `step(carry, tokens[B]) -> (carry, logits[B, V])`, for
-      `recurrax.beam.greedy` and `beam_search`; every leaf of `carry` has the
+      `recurrax.models.beam.greedy` and `beam_search`; every leaf of `carry` has the
       leading batch axis B (the annotations are stored batch-first there).
     """
 
@@ -88,7 +90,9 @@ def captioner(vocab_size: int, *, image_size: int = 32, channels: tuple[int, ...
     def init(key: jax.Array) -> dict:
         keys = iter(jax.random.split(key, len(convs) + 8))
         in_channels = (3 + 2, *channels)  # RGB and the (row, column) channels
-        return {"conv": [conv.init(next(keys), c) for conv, c in zip(convs, in_channels)],
+        conv_params = [conv.init(next(keys), c)
+                       for conv, c in zip(convs, in_channels, strict=True)]
+        return {"conv": conv_params,
                 "E": words.init(next(keys), vocab_size),
                 "attention": att.init(next(keys), hidden, features),
                 "lstm": cell.init(next(keys), embed + features),
@@ -102,7 +106,7 @@ def captioner(vocab_size: int, *, image_size: int = 32, channels: tuple[int, ...
         rows, cols = jnp.meshgrid(coords, coords, indexing="ij")
         where = jnp.broadcast_to(jnp.stack([rows, cols], -1), images.shape[:-1] + (2,))
         x = jnp.concatenate([images - 0.5, where.astype(images.dtype)], -1)
-        for conv, p in zip(convs, params["conv"]):
+        for conv, p in zip(convs, params["conv"], strict=True):
             x = jax.nn.relu(conv.apply(p, x))
         return attention.grid_to_memory(x)
 
@@ -135,7 +139,7 @@ def captioner(vocab_size: int, *, image_size: int = 32, channels: tuple[int, ...
     def decoder(params: dict, images: jax.Array):
         a = encode(params, images)
         c, h = initial_carry(params, a)
-        batch_first = lambda m: jnp.moveaxis(m, 0, 1)  # noqa: E731  [L, B, K] <-> [B, L, K]
+        batch_first = lambda m: jnp.moveaxis(m, 0, 1)
         carry = {"c": c, "h": h, "a": batch_first(a),
                  "keys": batch_first(att.prepare(params["attention"], a))}
 

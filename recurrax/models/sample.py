@@ -11,7 +11,8 @@ steps (no Python loop per token), so `jit` compiles it once.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

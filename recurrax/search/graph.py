@@ -27,7 +27,7 @@ by default). A Linear(s, ·) node names its matrix `W_k` (`Node.param`); its
 bias is `b_k` (`param_names`). It reads an `H`-wide value like every
 activation, so one reading `x` needs `D = H`. `lowered` writes it as a
 `linear` node and a `bias` node, which is how `compile` and
-`recurrax.universal` run it; `equations` writes it as
+`recurrax.search.universal` run it; `equations` writes it as
 `Linear(s; W_k, b_k)(a)`.
 
 `Graph.h` names the node giving `h'` (also the output `y`), and `Graph.c` the
@@ -176,7 +176,7 @@ def compile(graph: Graph, hidden_size: int,
     state = [n for n in names if n not in timeless]
     used = {a for n in state for a in graph.nodes[n].args} | {graph.h, graph.c}
     handed = [n for n in ["x", *timeless] if n in used]            # what prepare hands to step
-    params_of = lambda op: [graph.nodes[n].param for n in names if graph.nodes[n].op == op]  # noqa: E731
+    params_of = lambda op: [graph.nodes[n].param for n in names if graph.nodes[n].op == op]
     input_kernels = [graph.nodes[n].param for n in timeless
                      if graph.nodes[n].op == "linear" and graph.nodes[n].args == ("x",)]
     recurrent_kernels = [p for p in params_of("linear") if p not in input_kernels]
@@ -196,7 +196,7 @@ def compile(graph: Graph, hidden_size: int,
                     group = [n for n in todo if graph.nodes[n].op == "linear"
                              and graph.nodes[n].args[0] == source]
                     outs = matmul(params, values[source], [graph.nodes[n].param for n in group])
-                    values.update(zip(group, C.split(outs, len(group))))
+                    values.update(zip(group, C.split(outs, len(group)), strict=True))
                 continue
             a = [values[arg] for arg in node.args]
             if node.op == "bias":
@@ -219,7 +219,7 @@ def compile(graph: Graph, hidden_size: int,
         c, h = carry if graph.c is not None else (None, carry)
         values = {"h": h, "c": c, "1": jnp.ones((H,), h.dtype)}
         if handed:
-            values.update(zip(handed, C.split(px, len(handed))))
+            values.update(zip(handed, C.split(px, len(handed)), strict=True))
         values = evaluate(params, values, state, C.recurrent)
         new_h = values[graph.h]
         if graph.c is None:
@@ -274,7 +274,7 @@ def equations(graph: Graph, latex: bool = False) -> list[str]:
             return label(n), "atom"
         node = graph.nodes[n]
         a = [expr(arg) for arg in node.args]
-        wrap = lambda t, needs: f"({t[0]})" if t[1] in needs else t[0]  # noqa: E731
+        wrap = lambda t, needs: f"({t[0]})" if t[1] in needs else t[0]
         if node.op == "linear":
             return f"{wrap(a[0], ('mul', 'sum'))} {param(node.param, 'W')}", "mul"
         if node.op == "bias":

@@ -47,7 +47,8 @@ from __future__ import annotations
 import contextlib
 import itertools
 import threading
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.extend.core
@@ -176,11 +177,11 @@ def run(step: Callable, prepare: Callable, params: Any, inputs: jax.Array, carry
     def loop_bwd(residuals, cts):
         vjp, hs, params = residuals
         dparams, dinputs, dcarry, dzs = vjp(cts)
-        dparams = dict(dparams)  # cells with taps keep their params in a flat dict (DESIGN.md)
-        for tap, h, dz in zip(taps, hs, dzs):
+        dparams = dict(dparams)  # cells with taps keep their params in a flat dict (docs/design.md)
+        for tap, h, dz in zip(taps, hs, dzs, strict=True):
             dW = h.reshape(-1, h.shape[-1]).T @ dz.reshape(-1, dz.shape[-1])
             ends = itertools.accumulate(params[name].shape[-1] for name in tap.names)
-            for name, block in zip(tap.names, jnp.split(dW, list(ends)[:-1], axis=-1)):
+            for name, block in zip(tap.names, jnp.split(dW, list(ends)[:-1], axis=-1), strict=True):
                 dparams[name] = dparams[name] + block.astype(dparams[name].dtype)
         return dparams, dinputs, dcarry, None
 

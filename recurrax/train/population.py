@@ -12,7 +12,7 @@ Per member m, each step:
 
 Members may also differ in constants that are not trained: `context`, a
 pytree with a leading member axis (e.g. each member's architecture, a
-`recurrax.universal.Program`), handed to the loss as its fifth argument.
+`recurrax.search.universal.Program`), handed to the loss as its fifth argument.
 
 A member whose loss, gradient norm or new params are not finite is marked
 diverged at that step: it keeps its last finite params and never updates
@@ -27,7 +27,8 @@ is left to run). Unbatched QRs run inline; the values are the same.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -35,8 +36,8 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from recurrax import train
-from recurrax.train import TrainState
+from recurrax.train import step as train
+from recurrax.train.step import TrainState
 
 
 class Population(NamedTuple):
@@ -154,7 +155,7 @@ def make_population_step(loss_fn: train.LossFn, optimizer: optax.GradientTransfo
         params = optax.apply_updates(state.params, updates)
         bad = ~(jnp.isfinite(loss) & jnp.isfinite(norm) & _finite(params))
         now = diverged | bad
-        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(now, o, n), new, old)  # noqa: E731
+        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(now, o, n), new, old)
         new = TrainState(keep(params, state.params), keep(opt_state, state.opt_state),
                          state.step + jnp.where(now, 0, 1).astype(state.step.dtype),
                          keep(jax.lax.stop_gradient(carry), state.carry), key)

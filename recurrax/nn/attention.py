@@ -37,12 +37,13 @@ the weights `α[N, *batch]` (each row sums to 1 over its valid positions).
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from recurrax.checks import check_lengths
+from recurrax._checks import check_lengths
 from recurrax.masking import broadcast_mask, sequence_mask
 
 _lecun = jax.nn.initializers.lecun_normal()
