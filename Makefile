@@ -1,5 +1,5 @@
 # Everything goes through a local virtual environment, so a fresh machine needs
-# only Python >= 3.10 and make:  `make test` installs and runs the suite.
+# only Python >= 3.11 and make:  `make test` installs and runs the suite.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python

@@ -76,15 +76,15 @@ def memory_stats(compiled) -> dict:
         analysis = compiled.memory_analysis()
     except Exception:  # some backends do not implement it
         analysis = None
-    out = {}
+    sizes: dict[str, int] = {}
     for field in MEMORY_FIELDS:
         value = getattr(analysis, f"{field}_size_in_bytes",
                         getattr(analysis, f"{field}_in_bytes", None))
         if value is not None:
-            out[f"{field}_bytes"] = int(value)
-    parts = [out.get(f"{f}_bytes") for f in ("temp", "argument", "output")]
-    out["total_bytes"] = None if None in parts else sum(parts)
-    return out
+            sizes[f"{field}_bytes"] = int(value)
+    parts = [sizes.get(f"{f}_bytes") for f in ("temp", "argument", "output")]
+    total = sum(p for p in parts if p is not None) if None not in parts else None
+    return {**sizes, "total_bytes": total}
 
 
 def peak_memory(cell: str, B: int, D: int, H: int, lengths, dtype="float32") -> Iterator[dict]:

@@ -19,7 +19,7 @@ VARIANTS = {"hoisted": {"hoist": True}, "in_loop": {"hoist": False}}
 
 
 def main(argv=None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--inputs", type=int, default=128)
     parser.add_argument("--steps", type=int, default=128)

@@ -4,7 +4,7 @@ params and the inputs) at the three reference shapes, each variant timed
 round-robin with recurrax's default and PyTorch `nn.LSTM` in one process:
 
 - `autodiff in loop`: JAX's own differentiation of the loop, every weight
-  gradient accumulated inside it (`recurrax._deferred.autodiff_in_loop`; the
+  gradient accumulated inside it (`scan(weight_grads="in_loop")`; the
   default before the recurrent weights' gradients moved after the loop);
 - `remat`: `scan(remat=True)`, the checkpoint policy that saves nothing;
 - `checkpoint dots`: the step under `jax.checkpoint(policy=dots_saveable)`,
@@ -71,20 +71,13 @@ def _scan_apply(cell, **scan_kw):
     return lambda params, xs: recurrax.scan(cell, params, xs, **scan_kw)[1]
 
 
-def _in_loop_apply(cell):
-    def apply(params, xs):  # scan picks its backward when traced: trace inside
-        with recurrax._deferred.autodiff_in_loop():
-            return recurrax.scan(cell, params, xs)[1]
-    return apply
-
-
 def variants(H: int) -> dict:
     """name -> apply(params, xs) -> ys, for recurrax lstm(H)'s params."""
     cell = recurrax.cells.lstm(H)
     dots = jax.checkpoint(cell.step, policy=jax.checkpoint_policies.dots_saveable)
     return {
         "recurrax": _scan_apply(cell),
-        "autodiff in loop": _in_loop_apply(cell),
+        "autodiff in loop": _scan_apply(cell, weight_grads="in_loop"),
         "remat": _scan_apply(cell, remat=True),
         "checkpoint dots": _scan_apply(cell._replace(step=dots)),
         "stacked carry": _scan_apply(stacked_carry(cell)),
@@ -106,7 +99,7 @@ def thunks(shape: peers.Shape) -> dict:
 
 
 def main(argv=None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args(argv)
     rows = []

@@ -17,11 +17,12 @@ produces the gate gradients `dG_t` (`[T, B, 4H]`) and `dh`, `dc`:
 and after the loop one GEMM each gives `dW_h = H_prevᵀ dG`, `dW_x = Xᵀ dG`,
 `db = Σ dG`, `dX = dG W_xᵀ` over all `T·B` rows. The forward saves `h`, `c` and
 the four activated gates per step. Same numbers as autodiff (tested in
-`tests/test_bench_levers.py`). The library's `scan` does the generic part of
-this for every built-in cell (`recurrax._deferred`: the recurrent weights'
-gradients after the loop); this one cell's hand-written pass measures what the
-rest (fewer residuals, fewer elementwise kernels, the input projection's
-gradients out of the loop too) would add.
+`benchmarks/tests/test_levers.py`). The library's `scan` does the generic part
+of this for every cell that marks its recurrent matmuls
+(`scan(weight_grads="after_loop")`, the default; `recurrax._deferred`); this
+one cell's hand-written pass measures what the rest (fewer residuals, fewer
+elementwise kernels, the input projection's gradients out of the loop too)
+would add.
 """
 
 from __future__ import annotations

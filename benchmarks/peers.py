@@ -30,9 +30,10 @@ are exactly `timing.rnn_flops` (checked in tests/test_bench_peers.py).
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -57,8 +58,8 @@ class Shape(NamedTuple):
 
 
 class Family(NamedTuple):
-    gates: int             # G in `timing.rnn_flops`: matmul width G·H per step
-    impls: tuple           # implementation ids, recurrax first, the limit last
+    gates: int              # G in `timing.rnn_flops`: matmul width G·H per step
+    impls: tuple[str, ...]  # implementation ids, recurrax first, the limit last
     needs_d_equals_h: bool = False
 
 
@@ -95,7 +96,7 @@ def unavailable(impl: str, dtype: str) -> str | None:
     base = impl.split("+")[0]
     if base == "torch":
         try:
-            import torch  # noqa: F401
+            import_torch()
         except Exception as err:  # ImportError, or a broken install
             return f"torch not importable ({type(err).__name__}: {err})"
     if base == "equinox":
@@ -207,13 +208,16 @@ def _equinox(cell, shape, dtype):
     return apply, module, _inputs(shape, dtype, batch_major=False)
 
 
-def cudnn_lstm(x, h0, c0, weights, seq_lengths, input_size, hidden_size):
+def cudnn_lstm(x, h0, c0, weights, seq_lengths, input_size,
+               hidden_size) -> tuple[jax.Array, jax.Array, jax.Array]:
     """`jax.experimental.rnn.lstm`, one layer, one direction, no dropout
-    (a module-level function so tests can stand in for it on CPU)."""
+    (a module-level function so tests can stand in for it on CPU): (ys, h_n, c_n)."""
     from jax.experimental import rnn
 
-    return rnn.lstm(x, h0, c0, weights, seq_lengths=seq_lengths, input_size=input_size,
-                    hidden_size=hidden_size, num_layers=1, dropout=0.0, bidirectional=False)
+    out = rnn.lstm(x, h0, c0, weights, seq_lengths=seq_lengths, input_size=input_size,
+                   hidden_size=hidden_size, num_layers=1, dropout=0.0, bidirectional=False)
+    # `partial(custom_vjp, ...)` as a decorator hides rnn.lstm's return type from the checker
+    return cast(tuple[jax.Array, jax.Array, jax.Array], out)
 
 
 def _jax_cudnn(shape, dtype):
@@ -247,7 +251,8 @@ def _limit(gates, shape, dtype):
     return apply, params, _inputs(shape, dtype, batch_major=False)
 
 
-def jax_parts(impl: str, cell: str, shape: Shape, dtype, **scan_kw):
+def jax_parts(impl: str, cell: str, shape: Shape, dtype,
+              **scan_kw) -> tuple[Callable[..., Any], Any, jax.Array]:
     """(apply, params, xs) of a JAX implementation; `scan_kw` go to
     `recurrax.scan` (unroll, remat, hoist)."""
     base = impl.split("+")[0]
@@ -284,15 +289,21 @@ def jax_function(impl, cell, shape, dtype, backward: bool, **scan_kw):
 # ---------------------------------------------------------------------------
 # PyTorch
 
+def import_torch() -> Any:
+    """PyTorch, an optional peer (the `bench` extra): imported by name, so
+    that the benchmarks load and type-check without it."""
+    return importlib.import_module("torch")
+
+
 def torch_module(cell: str, D: int, H: int):
-    import torch
+    torch = import_torch()
 
     torch.manual_seed(0)
     return {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell](D, H)  # time-major
 
 
 def _torch_thunk(cell: str, shape: Shape, dtype: str, backward: bool):
-    import torch
+    torch = import_torch()
 
     device = "cuda" if gpu_present() and torch.cuda.is_available() else "cpu"
     tdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
@@ -319,7 +330,7 @@ def _torch_thunk(cell: str, shape: Shape, dtype: str, backward: bool):
 # ---------------------------------------------------------------------------
 
 def build(impl: str, cell: str, shape: Shape, dtype: str, backward: bool,
-          **scan_kw) -> Callable[[], object]:
+          **scan_kw) -> Callable[[], Any]:
     """A zero-argument thunk running one pass of `impl` on `cell` at `shape`."""
     if impl.split("+")[0] == "torch":
         return _torch_thunk(cell, shape, dtype, backward)

@@ -25,7 +25,7 @@ from experiments.jozefowicz import harness_tasks, protocol, runner
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     parser.add_argument("--preset", choices=sorted(protocol.PRESETS), default="quick")
     parser.add_argument("--task", choices=protocol.TASKS, default="arithmetic")
     parser.add_argument("--arch", choices=protocol.ARCHS, default="lstm")

@@ -26,8 +26,17 @@ import os
 import re
 import sys
 import tempfile
+from typing import Any
 
 FLAG = "--xla_cpu_enable_xprof_traceme=true"
+
+
+def compiled_hlo(jitted, args) -> str:
+    """The optimised HLO text of `jitted` compiled for `args`."""
+    text = jitted.lower(*args).compile().as_text()
+    if text is None:
+        raise RuntimeError("this backend gives no text for a compiled program")
+    return text
 
 
 def parse_hlo(text: str) -> dict:
@@ -86,7 +95,7 @@ def _dot_flops(line: str, typ: str, shapes: dict) -> float:
     return 2.0 * n * k
 
 
-def profile(fn, args, calls: int = 3) -> tuple[dict[str, tuple[float, int]], float]:
+def profile(fn, args, calls: int = 3) -> tuple[dict[str, tuple[float, float]], float]:
     """(op name -> (total µs per call, events per call) over `calls` traced
     calls, and the median wall-clock µs of an untraced call)."""
     import statistics
@@ -128,7 +137,7 @@ def report(times: dict, hlo: dict, steps: int, wall_us: float) -> dict:
         groups[key][1] += n
         groups[key][2] += info["flops"] * n
     total = sum(g[0] for g in groups.values())
-    summary = {"wall_ms": round(wall_us / 1e3, 2)}
+    summary: dict[str, Any] = {"wall_ms": round(wall_us / 1e3, 2)}
     print(f"per call: {wall_us / 1e3:.1f} ms wall clock (untraced); the operations' times sum "
           f"to {total / 1e3:.1f} ms over {sum(g[1] for g in groups.values()):.0f} operations")
     print("| where | kind | ms per call | share | operations per step | µs each | GFLOP/s |")
@@ -151,7 +160,7 @@ def report(times: dict, hlo: dict, steps: int, wall_us: float) -> dict:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     parser.add_argument("--shape", default="32,128,128,256", help="B,T,D,H")
     parser.add_argument("--cell", default="lstm", choices=["lstm", "gru", "mut1"])
     parser.add_argument("--pass", dest="pass_", default="fwd+bwd", choices=["fwd", "fwd+bwd"])
@@ -173,7 +182,7 @@ def main(argv=None) -> dict:
     fn, fargs = peers.jax_function(args.impl, args.cell, shape, jnp.float32,
                                    backward=args.pass_ == "fwd+bwd", **scan_kw)
     jitted = jax.jit(fn)
-    hlo = parse_hlo(jitted.lower(*fargs).compile().as_text())
+    hlo = parse_hlo(compiled_hlo(jitted, fargs))
     print(f"{args.impl} {args.cell} {args.pass_} at (B, T, D, H) = {tuple(shape)}, "
           f"hoist={args.hoist}")
     times, wall_us = profile(jitted, fargs)

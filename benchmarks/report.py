@@ -15,24 +15,19 @@ replaces an earlier one.
 from __future__ import annotations
 
 import argparse
-import json
 from collections import defaultdict
 from pathlib import Path
 
 from benchmarks.peers import FAMILIES, PASSES, is_recurrax
+from recurrax.train.results import ResultsFile
 
 SHAPE = ("B", "T", "D", "H")
 
 
 def load(path, run_id: str | None = None) -> list[dict]:
     """The records of `run_id` (default: the last run id in the file); a torn
-    last line (a killed run) is ignored."""
-    records = []
-    for line in Path(path).read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
+    line (a killed run) is ignored."""
+    records, _ = ResultsFile(path).read()
     if run_id is None and records:
         run_id = records[-1].get("run_id")
     return [r for r in records if r.get("run_id") == run_id]
@@ -53,7 +48,7 @@ def _k(x: float | None) -> str:
 
 
 def _impl_order(cell: str, impls) -> list[str]:
-    known = FAMILIES[cell].impls if cell in FAMILIES else ()
+    known: tuple[str, ...] = FAMILIES[cell].impls if cell in FAMILIES else ()
     rank = {name: i for i, name in enumerate(known)}
     return sorted(impls, key=lambda i: (rank.get(i.split("+")[0], len(rank)), i))
 
@@ -96,7 +91,7 @@ def _throughput_table(cell, pass_, dtype, group) -> list[str]:
                 cells += ["–", "–"]
                 continue
             ratios = {p: row[o]["ratio_to"][p] for p in peers if p in row[o]["ratio_to"]}
-            best = min(ratios, key=ratios.get) if ratios else None
+            best = min(ratios, key=lambda p: ratios[p]) if ratios else None
             cells.append(f"{ratios[best]:.2f} ({best})" if best else "–")
             frac = row[o].get("fraction_of_limit")
             cells.append("–" if frac is None else f"{frac:.2f}")
@@ -309,7 +304,7 @@ def write(jsonl, run_id: str | None = None) -> tuple[str, list[Path]]:
 
 
 def main(argv=None) -> str:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     parser.add_argument("jsonl")
     parser.add_argument("--run-id", default=None)
     args = parser.parse_args(argv)

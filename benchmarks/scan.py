@@ -43,19 +43,21 @@ import argparse
 import datetime
 import importlib.metadata
 import itertools
-import json
 import os
 import platform
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import jax
 
 from benchmarks import compile_memory, peers, report
 from benchmarks.peers import FAMILIES, PASSES, Shape
 from benchmarks.timing import block, interleaved_medians, median, rnn_flops
+from recurrax.train.results import ResultsFile
 
 REFERENCE_SHAPES = (Shape(32, 128, 128, 256), Shape(64, 256, 256, 512), Shape(1, 512, 128, 256))
 
@@ -115,28 +117,20 @@ def implementations(cell: str, args) -> list[str]:
 
 
 class Recorder:
-    """Appends one JSON line per record to `path` (flushed and fsynced at
-    once), prints a note for each new skip reason, keeps the time budget."""
+    """Appends one JSON line per record to `path` (a `ResultsFile`: locked,
+    fsynced, a torn last line isolated), prints a note for each new skip
+    reason, keeps the time budget."""
 
     def __init__(self, path: Path, run_id: str, budget: float | None):
-        self.path, self.run_id, self.budget = path, run_id, budget
+        self.file, self.run_id, self.budget = ResultsFile(path), run_id, budget
         self.start = time.perf_counter()
         self.common = {"run_id": run_id, "backend": jax.default_backend(),
                        "device": jax.devices()[0].device_kind}
         self.noted = set()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists() and path.stat().st_size:  # a killed run may leave a torn last line
-            with open(path, "rb+") as f:
-                f.seek(-1, os.SEEK_END)
-                if f.read(1) != b"\n":
-                    f.write(b"\n")
 
     def write(self, record: dict) -> None:
         record = {**record, **self.common}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        self.file.append(record)
         if record["kind"] == "skip":
             note = (record.get("impl") or record.get("part"), record["reason"])
             if note not in self.noted:
@@ -236,8 +230,8 @@ def run_memory(rec: Recorder, args) -> None:
 PARTS = {"throughput": run_throughput, "compile": run_compile, "memory": run_memory}
 
 
-def versions() -> dict:
-    out = {"python": platform.python_version()}
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
     for name in ("jax", "jaxlib", "flax", "equinox", "optax", "numpy", "torch"):
         try:
             out[name] = importlib.metadata.version(name)
@@ -256,19 +250,20 @@ def meta(args, argv) -> dict:
             "jax_default_matmul_precision":
                 str(getattr(jax.config, "jax_default_matmul_precision", None))}
     if info["versions"]["torch"] and peers.unavailable("torch", "float32") is None:
-        import torch
+        torch = peers.import_torch()
         info["torch_threads"] = torch.get_num_threads()
         info["torch_tf32"] = {"matmul": torch.backends.cuda.matmul.allow_tf32,
                               "cudnn": torch.backends.cudnn.allow_tf32}
     return info
 
 
-def _list(kind=str):
+def _list(kind: Callable[[str], Any] = str) -> Callable[[str], list]:
+    """An argparse type: "a,b,c" -> [kind("a"), kind("b"), kind("c")]."""
     return lambda s: [kind(x) for x in s.split(",") if x]
 
 
 def parse(argv) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    p = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", dest="preset", action="store_const", const="quick", default="full")
     p.add_argument("--tiny", dest="preset", action="store_const", const="tiny")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import time
 from pathlib import Path
 
@@ -30,13 +29,15 @@ from experiments.jozefowicz import arch_search, harness_tasks
 from recurrax import models, train
 from recurrax.search import graph as G
 from recurrax.search import mutations, universal
+from recurrax.search.baselines import GRAPHS
 from recurrax.train import population
+from recurrax.train.results import ResultsFile
 
 
 def candidates(n: int, seed: int = 0) -> list[G.Graph]:
     rng, out = np.random.default_rng(seed), []
     while len(out) < n:
-        child, _ = mutations.mutate(G.GRAPHS[("lstm", "gru")[len(out) % 2]], rng)
+        child, _ = mutations.mutate(GRAPHS[("lstm", "gru")[len(out) % 2]], rng)
         if universal.fits(child):
             out.append(child)
     return out
@@ -49,10 +50,10 @@ def compiled_candidate(setup, preset, task: str, graph: G.Graph, hyper: dict) ->
     opt = train.make_optimizer(1.0, base=optax.sgd)
     steps = population.make_population_steps(harness_tasks.make_loss(setup.kind, model), opt)
     carry = model.initial_carry((preset.batch,)) if setup.kind == "stream" else None
-    pop = population.init_population(model.init, opt, seeds=[hyper["seed"]],
-                                     learning_rate=[hyper["learning_rate"]],
-                                     clip_norm=[hyper["clip_norm"]],
-                                     init_scale=[hyper["init_scale"]], carry=carry)
+    pop = population.init_population(model.init, opt, seeds=np.array([hyper["seed"]]),
+                                     learning_rate=np.array([hyper["learning_rate"]]),
+                                     clip_norm=np.array([hyper["clip_norm"]]),
+                                     init_scale=np.array([hyper["init_scale"]]), carry=carry)
     chunk = population.stack_batches([setup.train.batch(i) for i in range(preset.steps[task])])
     pop, _ = steps(pop, chunk)
     scores = harness_tasks.make_scores(setup.kind, model)
@@ -63,7 +64,7 @@ def compiled_candidate(setup, preset, task: str, graph: G.Graph, hyper: dict) ->
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     parser.add_argument("--preset", default="quick", choices=sorted(arch_search.PRESETS))
     parser.add_argument("--stage", default="memorization")
     parser.add_argument("--populations", type=int, default=2)
@@ -118,9 +119,7 @@ def main(argv=None) -> dict:
     print(f"ratio: {row['ratio']} with the compile, {row['ratio_steady']} after it "
           f"({stage.name}, {row['steps']} SGD steps of batch {preset.batch}, H = {preset.hidden}, "
           f"{row['device']})")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "a") as f:
-        f.write(json.dumps(row) + "\n")
+    ResultsFile(args.out).append(row)
     return row
 
 

@@ -18,7 +18,7 @@ SHAPES = ((1, 512, 128, 256), (32, 128, 128, 256), (64, 256, 256, 512))  # B, T,
 
 
 def main(argv=None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     parser.add_argument("--unrolls", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args(argv)

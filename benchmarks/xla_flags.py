@@ -72,7 +72,7 @@ def run_flag_set(settings: dict, shapes: list[str], rounds: int) -> dict:
 
 
 def main(argv=None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES))
     parser.add_argument("--sets", nargs="+", metavar="NAME",

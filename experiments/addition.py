@@ -77,6 +77,7 @@ import numpy as np
 import optax
 
 import recurrax
+from experiments import training
 from experiments.cli import preset_config, preset_parser, pyplot, save_figure
 from experiments.progress import progress_bar
 from recurrax import nn, train
@@ -187,29 +188,32 @@ def run(model: str, T0: int, config: dict, state: train.TrainState, bar) -> dict
     step = train.make_train_step(loss_fn, optimizer(config), jit=False)
 
     @jax.jit
-    def train_chunk(state, batches):
+    def train_chunk(state, batches):  # `chunk` steps in one call
         state, metrics = jax.lax.scan(step, state, batches)
-        return state, metrics["loss"]
+        return state, {"loss": metrics["loss"]}
 
     evaluate = jax.jit(predict)
     seeds = [config["seed"], T0]  # the same data for every model at this T0
     test = task.addition(np.random.default_rng([*seeds, 1]), config["test_size"], T0)
     rng = np.random.default_rng([*seeds, 0])
-    losses, evals, solved_at, start = [], [], None, time.perf_counter()
-    for done in range(config["chunk"], config["steps"] + 1, config["chunk"]):
-        state, chunk_losses = train_chunk(state, chunk_of_batches(rng, config["chunk"], config, T0))
-        losses.extend(np.asarray(chunk_losses).tolist())
-        pred = np.asarray(evaluate(state.params, test.inputs, test.lengths))
+    loop = training.Loop(state, train_chunk,
+                         lambda _: chunk_of_batches(rng, config["chunk"], config, T0),
+                         steps=config["steps"], eval_every=config["chunk"], stride=config["chunk"],
+                         bar=bar, postfix=lambda mse: {"T0": T0, "model": model,
+                                                       "train_mse": f"{mse:.4f}"})
+    evals, solved_at, start = [], None, time.perf_counter()
+    for done in loop:
+        pred = np.asarray(evaluate(loop.state.params, test.inputs, test.lengths))
         ok = task.correct(pred, test.targets)
         evals.append({"step": done, "test_mse": float(np.mean((pred - test.targets) ** 2)),
                       "correct": float(ok.mean())})
-        bar.update(config["chunk"], T0=T0, model=model, mse=f"{evals[-1]['test_mse']:.4f}")
         if ok.all():
             solved_at = done
             bar.update(config["steps"] - done)
             break
-    last = evals[-1]
-    return {"T0": T0, "model": model, "params": sum(p.size for p in jax.tree.leaves(state.params)),
+    last, losses = evals[-1], loop.values
+    return {"T0": T0, "model": model,
+            "params": sum(p.size for p in jax.tree.leaves(loop.state.params)),
             "steps": len(losses), "solved_at": solved_at,
             "solved": solved_at is not None, "test_mse": last["test_mse"],
             "correct": last["correct"], "mse_below_0.01": last["test_mse"] < 0.01,

@@ -73,6 +73,7 @@ import json
 import textwrap
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import jax
@@ -80,7 +81,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from experiments.cli import preset_config, preset_parser, pyplot, save_figure
+from experiments import training
+from experiments.cli import history_figure, preset_config, preset_parser, pyplot, save_figure
 from experiments.progress import progress_bar
 from recurrax import train
 from recurrax.metrics import bleu
@@ -149,6 +151,17 @@ def bleu_scores(references: list[list[str]], hypotheses: list[list[str]]) -> dic
         for n in range(1, 5)}
 
 
+def epoch_rows(rng: np.random.Generator, n: int, size: int) -> Iterator[np.ndarray]:
+    """Batches of `size` row numbers in [0, n), read in order from
+    `rng.permutation(n)`; a new permutation once fewer than `size` are left."""
+    order, cursor = rng.permutation(n), 0
+    while True:
+        if cursor + size > n:
+            order, cursor = rng.permutation(n), 0
+        yield order[cursor:cursor + size]
+        cursor += size
+
+
 def shifted(images: np.ndarray, rng: np.random.Generator, shift: int) -> np.ndarray:
     """Each image moved by up to `shift` pixels along each axis (edge pixels repeated)."""
     if shift == 0:
@@ -179,17 +192,6 @@ def baselines(ds: data.CaptionSet) -> dict:
             "most_frequent_words": bleu_scores(ds.captions["test"], [words] * n),
             "texts": {"most_frequent_caption": " ".join(frequent),
                       "most_frequent_words": " ".join(words)}}
-
-
-def plot_loss(history: list[dict], path: Path, title: str) -> None:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    steps = [h["step"] for h in history]
-    ax.plot(steps, [h["train_nll"] for h in history], label="train (running mean)")
-    ax.plot(steps, [h["valid_nll"] for h in history], marker="o", label="valid")
-    ax.set(xlabel="step", ylabel="cross-entropy per word (nats)", title=title)
-    ax.legend()
-    save_figure(fig, path)
 
 
 def plot_attention(image: np.ndarray, words: list[str], alphas: np.ndarray, grid: int,
@@ -233,39 +235,33 @@ def main(argv=None) -> dict:
     state = train.create_train_state(init(jax.random.key(config["seed"])), opt,
                                      seed=config["seed"])
     rng = np.random.default_rng(config["seed"])
-    n_train, B = len(tokens["train"]), config["batch"]
-    order, cursor, running, history = rng.permutation(n_train), 0, None, []
+    n_train = len(tokens["train"])
+    rows = epoch_rows(rng, n_train, config["batch"])
+
+    def next_batch(_):
+        idx = next(rows)
+        images = shifted(ds.images["train"][idx], rng, config["shift"])
+        return jnp.asarray(images, jnp.float32), jnp.asarray(tokens["train"][idx].T)
+
     valid_batch = (jnp.asarray(ds.images["valid"], jnp.float32), jnp.asarray(tokens["valid"].T))
     words = lambda seqs: [data.decode(s, ds.vocab) for s in np.asarray(seqs)]
-    train_seconds, best = 0.0, ((-1.0, 0.0), 0, state.params)
+    best = training.Best()  # model selection: the best valid BLEU, then NLL
     with progress_bar(config["steps"], desc=f"captioning {args.preset} {config['data']}") as bar:
-        start = time.perf_counter()
-        for step in range(1, config["steps"] + 1):
-            if cursor + B > n_train:
-                order, cursor = rng.permutation(n_train), 0
-            idx = order[cursor:cursor + B]
-            cursor += B
-            images = shifted(ds.images["train"][idx], rng, config["shift"])
-            batch = (jnp.asarray(images, jnp.float32), jnp.asarray(tokens["train"][idx].T))
-            state, metrics = train_step(state, batch)
-            nll = float(metrics["nll"])
-            running = nll if running is None else 0.95 * running + 0.05 * nll
-            bar.update(1, nll=f"{running:.3f}")
-            if step % config["eval_every"] == 0 or step == config["steps"]:
-                valid = float(valid_nll(state.params, *valid_batch))
-                said = words(decode(state.params, valid_batch[0], 1))
-                valid_bleu = float(np.mean(list(bleu_scores(ds.captions["valid"], said).values())))
-                if (valid_bleu, -valid) > best[0]:  # model selection: best valid BLEU, then NLL
-                    best = ((valid_bleu, -valid), step, state.params)
-                train_seconds += time.perf_counter() - start
-                history.append({"step": step, "train_nll": running, "valid_nll": valid,
-                                "valid_bleu": round(valid_bleu, 2),
-                                "seconds": round(train_seconds, 1)})
-                bar.write(f"step {step}: train {running:.3f}, valid {valid:.3f} nats/word, "
-                          f"valid BLEU (greedy, mean of 1-4) {valid_bleu:.2f}")
-                start = time.perf_counter()
-    plot_loss(history, out / "loss.png", f"captioning ({ds.name}), {args.preset}")
-    params = best[2]
+        loop = training.Loop(state, train_step, next_batch, steps=config["steps"],
+                             eval_every=config["eval_every"], bar=bar, metric="nll")
+        for step in loop:
+            valid = float(valid_nll(loop.state.params, *valid_batch))
+            said = words(decode(loop.state.params, valid_batch[0], 1))
+            valid_bleu = float(np.mean(list(bleu_scores(ds.captions["valid"], said).values())))
+            record = loop.record(
+                {"train_nll": loop.running, "valid_nll": valid, "valid_bleu": round(valid_bleu, 2)},
+                line=f"step {step}: train {loop.running:.3f}, valid {valid:.3f} nats/word, "
+                     f"valid BLEU (greedy, mean of 1-4) {valid_bleu:.2f}")
+            best.offer((valid_bleu, -valid), record, loop.state.params)
+    history = [dict(h, seconds=round(h["seconds"], 1)) for h in loop.history]
+    history_figure(history, "nll", out / "loss.png", ylabel="cross-entropy per word (nats)",
+                   title=f"captioning ({ds.name}), {args.preset}")
+    params = best.params
 
     test_images = jnp.asarray(ds.images["test"], jnp.float32)
     greedy_ids = np.asarray(decode(params, test_images, 1))
@@ -299,9 +295,9 @@ def main(argv=None) -> dict:
         "data": ds.name, "preset": args.preset, "steps": config["steps"],
         "train_images": n_train, "test_images": len(greedy), "vocab": len(ds.vocab),
         "params": int(sum(p.size for p in jax.tree.leaves(params))),
-        "best_step": best[1], "valid_bleu": round(best[0][0], 2),
-        "valid_nll": round(-best[0][1], 4),
-        "data_seconds": round(data_seconds, 1), "train_seconds": round(train_seconds, 1),
+        "best_step": best.record["step"], "valid_bleu": round(best.record["valid_bleu"], 2),
+        "valid_nll": round(best.record["valid_nll"], 4),
+        "data_seconds": round(data_seconds, 1), "train_seconds": round(loop.seconds, 1),
         "seconds": round(time.perf_counter() - started, 1),
         "bleu": scores, "baselines": {k: v for k, v in base.items() if k != "texts"},
         "baseline_captions": base["texts"],

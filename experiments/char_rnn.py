@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import jax
@@ -30,13 +29,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from experiments.cli import preset_config, preset_parser, pyplot, save_figure
+from experiments import training
+from experiments.cli import history_figure, preset_config, preset_parser
 from experiments.progress import progress_bar
 from recurrax import models, tasks, train
 from recurrax.metrics import ngram
 from recurrax.models import sample
 from recurrax.nn import losses
+from recurrax.tasks.base import Stream
 from recurrax.train import batching, checkpoint
+from recurrax.train.results import ResultsFile
 
 PRESETS = {
     "quick": dict(cell="lstm", hidden=256, layers=1, embed=64, batch=32, unroll=64,
@@ -103,18 +105,6 @@ def generate(lm, params, vocab, prompt: str, length: int, temperature: float, se
     return prompt + "".join(vocab[i] for i in np.asarray(tokens)[:, 0])
 
 
-def plot(history: list[dict], path: Path, ngram_bpc: float) -> None:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    steps = [h["step"] for h in history]
-    ax.plot(steps, [h["train_bpc"] for h in history], label="train (running)")
-    ax.plot(steps, [h["valid_bpc"] for h in history], marker="o", label="valid")
-    ax.axhline(ngram_bpc, color="gray", linestyle="--", label="best add-k n-gram (valid)")
-    ax.set(xlabel="step", ylabel="bits per character", title="char-RNN on Shakespeare")
-    ax.legend()
-    save_figure(fig, path)
-
-
 def main(argv=None) -> dict:
     args = parse_args(argv)
     config, out = args.config, args.out
@@ -122,6 +112,7 @@ def main(argv=None) -> dict:
     task = tasks.text("char", cache_dir=args.cache_dir)
     baseline = ngram_baseline(task, out)
     lm, opt, train_step, eval_fn = build(config, len(task.vocab))
+    assert isinstance(task.train, Stream)  # text() splits are token streams
     windows = batching.StreamWindows(task.train.tokens, task.train.doc_starts, config["batch"],
                                      config["unroll"])
     state = train.create_train_state(lm.init(jax.random.key(config["seed"])), opt,
@@ -138,34 +129,32 @@ def main(argv=None) -> dict:
         meta["config"] = config  # a run may be extended with more --train-steps
         print(f"resuming from step {int(state.step)} in {ckpt}")
     plateau = train.Plateau(*map(jnp.asarray, meta["plateau"]))
-    total, running = config["train_steps"], None
+
+    def plot() -> None:
+        history_figure(meta["history"], "bpc", out / "loss.png", ylabel="bits per character",
+                       baseline=(baseline["valid_bpc"], "best add-k n-gram (valid)"),
+                       title="char-RNN on Shakespeare")
+
     desc = f"{config['cell']} {args.preset}"
-    with progress_bar(total, initial=int(state.step), desc=desc) as bar:
-        start = time.perf_counter()
-        while int(state.step) < total:
-            state, metrics = train_step(state, windows.batch(int(state.step)))
-            loss = float(metrics["loss"])
-            running = loss if running is None else 0.98 * running + 0.02 * loss
-            bar.update(1, loss=f"{running:.3f}", bpc=f"{running / np.log(2):.3f}")
-            step = int(state.step)
-            if step % config["eval_every"] == 0 or step == total:
-                valid = bpc(eval_fn, state.params, task.valid)
-                plateau = train.plateau_update(plateau, valid)
-                state = state._replace(opt_state=train.set_learning_rate(
-                    state.opt_state, config["lr"] * plateau.scale))
-                meta["seconds"] += time.perf_counter() - start
-                start = time.perf_counter()
-                meta["history"].append({"step": step, "train_bpc": running / np.log(2),
-                                        "valid_bpc": valid,
-                                        "lr": config["lr"] * float(plateau.scale),
-                                        "seconds": meta["seconds"]})
-                meta["plateau"] = [float(x) for x in plateau]
-                checkpoint.save(ckpt, state, meta)
-                with open(out / "history.jsonl", "a") as f:
-                    f.write(json.dumps(meta["history"][-1]) + "\n")
-                plot(meta["history"], out / "loss.png", baseline["valid_bpc"])
-                bar.write(f"step {step}: valid {valid:.3f} bpc, lr {meta['history'][-1]['lr']:.2g}")
-    plot(meta["history"], out / "loss.png", baseline["valid_bpc"])
+    with progress_bar(config["train_steps"], initial=int(state.step), desc=desc) as bar:
+        loop = training.Loop(state, train_step, windows.batch, steps=config["train_steps"],
+                             eval_every=config["eval_every"], bar=bar, weight=0.02,
+                             postfix=lambda r: {"loss": f"{r:.3f}", "bpc": f"{r / np.log(2):.3f}"},
+                             history=meta["history"], seconds=meta["seconds"],
+                             results=ResultsFile(out / "history.jsonl"))
+        for step in loop:
+            valid = bpc(eval_fn, loop.state.params, task.valid)
+            plateau = train.plateau_update(plateau, valid)
+            loop.state = loop.state._replace(opt_state=train.set_learning_rate(
+                loop.state.opt_state, config["lr"] * plateau.scale))
+            lr = config["lr"] * float(plateau.scale)
+            loop.record({"train_bpc": loop.running / np.log(2), "valid_bpc": valid, "lr": lr},
+                        line=f"step {step}: valid {valid:.3f} bpc, lr {lr:.2g}")
+            meta.update(seconds=loop.seconds, plateau=[float(x) for x in plateau])
+            checkpoint.save(ckpt, loop.state, meta)
+            plot()
+    state = loop.state
+    plot()
     result = {
         "cell": config["cell"], "preset": args.preset, "steps": int(state.step),
         "train_chars_seen": int(state.step) * config["batch"] * config["unroll"],

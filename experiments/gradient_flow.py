@@ -143,7 +143,7 @@ def measure(config: dict) -> dict:
     results, grad_norms = {}, {}
     for name, cell, params, scale, group in settings(config):
         xs = scale * noise
-        flow = gradient_flow(cell, params, xs, loss_fn=loss)
+        flow = gradient_flow(cell, params, jnp.asarray(xs), loss_fn=loss)
         if cell not in grad_norms:
             grad_norms[cell] = gradient_norms(cell, loss, opt)
         norm, clipped = grad_norms[cell](params, xs)
@@ -176,7 +176,9 @@ def gradient_norms(cell, loss, opt):
 def plot(results: dict, path: Path, T: int, clip: float) -> None:
     plt = pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(11, 8))
-    colors = dict(zip(results, plt.cm.tab20.colors[::2] + plt.cm.tab20.colors[1::2], strict=False))
+    tab20 = plt.get_cmap("tab20")  # dark shades first, then the light ones
+    colors = dict(zip(results, [tab20(i) for i in [*range(0, 20, 2), *range(1, 20, 2)]],
+                      strict=False))
     distance = np.arange(T + 1)
     for group, ax, title in [("rnn", axes[0, 0], "vanilla RNN, W_hh = s·Q, inputs ×0.01"),
                              ("lstm", axes[0, 1], "LSTM by forget bias, inputs ×1")]:

@@ -5,7 +5,18 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any, Protocol
+
+
+class ProgressBar(Protocol):
+    """What `progress_bar` yields: advance by `n` (showing `postfix`), and
+    write a line above the bar."""
+
+    def update(self, n: int = 1, **postfix: Any) -> None: ...
+
+    def write(self, line: str) -> None: ...
 
 
 class _Plain:
@@ -38,7 +49,7 @@ class _Tqdm:
 
 
 @contextmanager
-def progress_bar(total: int, *, initial: int = 0, desc: str = ""):
+def progress_bar(total: int, *, initial: int = 0, desc: str = "") -> Iterator[ProgressBar]:
     try:
         from tqdm import tqdm
     except ImportError:

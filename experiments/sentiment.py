@@ -59,6 +59,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import jax
@@ -68,11 +69,13 @@ import optax
 from scipy import optimize, sparse, special
 
 import recurrax
-from experiments.cli import preset_config, preset_parser, pyplot, save_figure
+from experiments import training
+from experiments.cli import plot_history, preset_config, preset_parser, pyplot, save_figure
 from experiments.progress import progress_bar
 from recurrax import nn, train
 from recurrax.nn import attention
 from recurrax.tasks import polarity
+from recurrax.train.results import ResultsFile
 
 PRESETS = {
     "quick": dict(max_len=200, keep="last", min_count=3, embed=48, hidden=48, batch=32,
@@ -131,14 +134,11 @@ def bag_of_words_baseline(splits: dict, vocab) -> dict:
     """Fit on train for every λ of `L2_GRID`; keep the best on valid; score it on test."""
     x = {s: sparse.csr_matrix(polarity.bag_of_words(r.tokens, vocab)) for s, r in splits.items()}
     y = {s: r.labels for s, r in splits.items()}
-    best = None
-    for l2 in L2_GRID:
-        params = fit_logistic(x["train"], y["train"], l2)
-        valid = accuracy_logistic(params, x["valid"], y["valid"])
-        if best is None or valid >= best[1]:
-            best = (l2, valid, params)
-    l2, valid, params = best
-    return {"l2": float(l2), "valid_accuracy": valid, "features": int(x["train"].shape[1]),
+    fits = [fit_logistic(x["train"], y["train"], l2) for l2 in L2_GRID]
+    valids = [accuracy_logistic(params, x["valid"], y["valid"]) for params in fits]
+    best = max(range(len(L2_GRID)), key=lambda i: (valids[i], i))  # ties: the larger λ
+    l2, valid, params = L2_GRID[best], valids[best], fits[best]
+    return {"l2": float(l2), "valid_accuracy": valid, "features": len(params) - 1,  # [w; b]
             "test_accuracy": accuracy_logistic(params, x["test"], y["test"])}
 
 
@@ -174,7 +174,20 @@ def batch_of(data: dict, rows) -> dict:
             "labels": jnp.asarray(data["labels"][rows], jnp.float32)}
 
 
+def shuffled_rows(rng: np.random.Generator, n: int, size: int) -> Iterator[np.ndarray]:
+    """Batches of `size` row numbers in [0, n): epochs of `rng.permutation(n)`
+    read in order, the rows left at an epoch's end starting the next batch."""
+    order: list[int] = []
+    while True:
+        if len(order) < size:
+            order = [*order, *rng.permutation(n)]
+        rows, order = order[:size], order[size:]
+        yield np.asarray(rows)
+
+
 def train_bilstm(config: dict, data: dict, vocab_size: int, out: Path, bar) -> tuple:
+    """Train from the seed's init; returns the `Best` evaluation (by valid
+    accuracy, then valid loss), the history and the jitted evaluation."""
     init, apply = build(config, vocab_size)
     opt = train.make_optimizer(config["lr"], clip_norm=config["clip"], base=optax.adam)
 
@@ -188,39 +201,29 @@ def train_bilstm(config: dict, data: dict, vocab_size: int, out: Path, bar) -> t
         loss = jnp.mean(optax.sigmoid_binary_cross_entropy(logits, batch["labels"]))
         return loss, jnp.mean((logits > 0) == (batch["labels"] > 0.5)), logits, alpha
 
-    train_step = train.make_train_step(loss_fn, opt)
     params = jax.jit(init)(jax.random.key(config["seed"]))  # one compile, not one per op
     state = train.create_train_state(params, opt, seed=config["seed"])
-    rng = np.random.default_rng(config["seed"])
-    n, B = len(data["train"]["labels"]), min(config["batch"], len(data["train"]["labels"]))
+    n = len(data["train"]["labels"])
+    rows = shuffled_rows(np.random.default_rng(config["seed"]), n, min(config["batch"], n))
     valid = batch_of(data["valid"], np.arange(len(data["valid"]["labels"])))
-    order, history, best, waited, running, start = [], [], None, 0, None, time.perf_counter()
-    (out / "history.jsonl").write_text("")
-    for step in range(1, config["train_steps"] + 1):
-        if len(order) < B:
-            order = [*order, *rng.permutation(n)]
-        rows, order = order[:B], order[B:]
-        state, metrics = train_step(state, batch_of(data["train"], np.asarray(rows)))
-        loss = float(metrics["loss"])
-        running = loss if running is None else 0.95 * running + 0.05 * loss
-        bar.update(1, loss=f"{running:.3f}")
-        if step % config["eval_every"] and step != config["train_steps"]:
-            continue
-        v_loss, v_acc = map(float, evaluate(state.params, valid)[:2])
-        history.append({"step": step, "train_loss": running, "valid_loss": v_loss,
-                        "valid_accuracy": v_acc, "seconds": time.perf_counter() - start})
-        with open(out / "history.jsonl", "a") as f:
-            f.write(json.dumps(history[-1]) + "\n")
-        bar.write(f"step {step}: train loss {running:.3f}, valid loss {v_loss:.3f}, "
-                  f"valid accuracy {v_acc:.3f}")
-        if best is None or (v_acc, -v_loss) > (best["valid_accuracy"], -best["valid_loss"]):
-            best, waited = dict(history[-1], params=state.params), 0
-        else:
-            waited += 1
-            if waited > config["patience"]:
-                bar.write(f"stopping early: no better validation accuracy in {waited} evaluations")
-                break
-    return best, history, evaluate
+    (out / "history.jsonl").unlink(missing_ok=True)  # a fresh run's history
+    loop = training.Loop(state, train.make_train_step(loss_fn, opt),
+                         lambda _: batch_of(data["train"], next(rows)),
+                         steps=config["train_steps"], eval_every=config["eval_every"], bar=bar,
+                         results=ResultsFile(out / "history.jsonl"))
+    best = training.Best()
+    for step in loop:
+        v_loss, v_acc = map(float, evaluate(loop.state.params, valid)[:2])
+        record = loop.record(
+            {"train_loss": loop.running, "valid_loss": v_loss, "valid_accuracy": v_acc},
+            line=f"step {step}: train loss {loop.running:.3f}, valid loss {v_loss:.3f}, "
+                 f"valid accuracy {v_acc:.3f}")
+        if not best.offer((v_acc, -v_loss), record, loop.state.params) \
+                and best.waited > config["patience"]:
+            bar.write(f"stopping early: no better validation accuracy in {best.waited} "
+                      f"evaluations")
+            break
+    return best, loop.history, evaluate
 
 
 # --- plot and main --------------------------------------------------------------------------
@@ -234,14 +237,13 @@ def top_attended(alpha: np.ndarray, ids: np.ndarray, length: int, vocab, k: int 
 def plot(history: list[dict], best: dict, bow: dict, examples: list[dict], path: Path) -> None:
     plt = pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(11, 8))
-    steps = [h["step"] for h in history]
     ax = axes[0, 0]
-    ax.plot(steps, [h["train_loss"] for h in history], label="train (running mean)")
-    ax.plot(steps, [h["valid_loss"] for h in history], marker="o", label="valid")
-    ax.set(xlabel="step", ylabel="logistic loss (nats)", title="biLSTM + attention: loss")
+    plot_history(ax, history, "loss", ylabel="logistic loss (nats)",
+                 title="biLSTM + attention: loss")
     ax.legend()
     ax = axes[0, 1]
-    ax.plot(steps, [h["valid_accuracy"] for h in history], marker="o", label="biLSTM valid")
+    ax.plot([h["step"] for h in history], [h["valid_accuracy"] for h in history], marker="o",
+            label="biLSTM valid")
     ax.axvline(best["step"], color="gray", linestyle=":", label=f"kept (step {best['step']})")
     ax.axhline(bow["valid_accuracy"], color="C2", linestyle="--",
                label=f"bag-of-words LR valid (λ={bow['l2']:.2g})")
@@ -280,7 +282,7 @@ def main(argv=None) -> dict:
     with progress_bar(config["train_steps"], desc=f"biLSTM {args.preset}") as bar:
         best, history, evaluate = train_bilstm(config, data, len(vocab), out, bar)
     test = batch_of(data["test"], np.arange(len(data["test"]["labels"])))
-    _, test_acc, logits, alpha = evaluate(best["params"], test)
+    _, test_acc, logits, alpha = evaluate(best.params, test)
     test_lengths = np.maximum(data["test"]["lengths"], 1)
     examples = []
     for label in (1, 0):  # the first test review of each class
@@ -291,18 +293,18 @@ def main(argv=None) -> dict:
                          "length": int(data["test"]["lengths"][n]),
                          "top": top_attended(np.asarray(alpha)[:, n], data["test"]["ids"][n],
                                              int(data["test"]["lengths"][n]), vocab)})
-    plot(history, best, bow, examples, out / "sentiment.png")
+    plot(history, best.record, bow, examples, out / "sentiment.png")
     result = {
         "preset": args.preset, "split_sizes": [len(splits[s].labels) for s in polarity.SPLITS],
         "vocab": len(vocab), "max_len": config["max_len"], "keep": config["keep"],
         "bilstm_test_accuracy": round(float(test_acc), 4),
-        "bilstm_valid_accuracy": round(best["valid_accuracy"], 4),
-        "bilstm_step": best["step"], "steps_run": history[-1]["step"],
+        "bilstm_valid_accuracy": round(best.record["valid_accuracy"], 4),
+        "bilstm_step": best.record["step"], "steps_run": history[-1]["step"],
         "bow_test_accuracy": round(bow["test_accuracy"], 4),
         "bow_valid_accuracy": round(bow["valid_accuracy"], 4), "bow_l2": bow["l2"],
         "bow_truncated_test_accuracy": round(bow_cut["test_accuracy"], 4),
         "attention_peak": round(float(np.mean(np.asarray(alpha).max(0) * test_lengths)), 2),
-        "params": int(sum(p.size for p in jax.tree.leaves(best["params"]))),
+        "params": int(sum(p.size for p in jax.tree.leaves(best.params))),
         "seconds": round(time.perf_counter() - start, 1),
         "top_attended": {ex["label"]: [w for w, _ in ex["top"]] for ex in examples},
         "config": config,

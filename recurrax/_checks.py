@@ -4,6 +4,7 @@ anything is traced, and names the argument, what it got and what it needs."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -23,7 +24,7 @@ def _names(paths) -> str:
     return ", ".join(sorted(p.replace("['", "").replace("']", "/").rstrip("/") for p in paths))
 
 
-def _fmt(shapes: dict[str, tuple]) -> str:
+def _fmt(shapes: Mapping[str, object]) -> str:
     return "{" + ", ".join(f"{k}: {v}" for k, v in shapes.items()) + "}"
 
 

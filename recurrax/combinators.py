@@ -14,6 +14,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from recurrax._deferred import WeightGrads, check_weight_grads
 from recurrax.masking import reverse_sequence
 from recurrax.nn import dropout as apply_dropout
 from recurrax.protocols import Cell, Seq
@@ -28,25 +29,29 @@ def layer(
     remat: bool = False,
     hoist: bool | None = None,
     time_major: bool = True,
+    weight_grads: WeightGrads = "after_loop",
 ) -> Seq:
     """One cell over the whole sequence: `apply` is `recurrax.scan` with these
-    options. Params are the cell's params; the carry is the cell's carry."""
+    options (`weight_grads`: where the derivative computes the recurrent
+    weights' gradients, see `scan`). Params are the cell's params; the carry
+    is the cell's carry."""
     if not isinstance(cell, Cell):
         raise TypeError(f"layer: expected a recurrax.Cell, got {type(cell).__name__}")
+    check_weight_grads("layer", weight_grads)
 
     def apply(params, xs, carry=None, *, lengths=None, key=None):
         del key  # a single cell has nothing stochastic
         return scan(
             cell, params, xs, carry, lengths=lengths, reverse=reverse, unroll=unroll,
-            remat=remat, hoist=hoist, time_major=time_major,
+            remat=remat, hoist=hoist, time_major=time_major, weight_grads=weight_grads,
         )
 
     return Seq(cell.init, apply)
 
 
-def _as_seq(part: Cell | Seq, time_major: bool, where: str) -> Seq:
+def _as_seq(part: Cell | Seq, time_major: bool, weight_grads: WeightGrads, where: str) -> Seq:
     if isinstance(part, Cell):
-        return layer(part, time_major=time_major)
+        return layer(part, time_major=time_major, weight_grads=weight_grads)
     if isinstance(part, Seq):
         return part
     raise TypeError(f"{where}: expected a recurrax.Cell or Seq, got {type(part).__name__}")
@@ -75,6 +80,7 @@ def stack(
     dropout: float = 0.0,
     *,
     time_major: bool = True,
+    weight_grads: WeightGrads = "after_loop",
 ) -> Seq:
     r"""Layers one after another, each a full scan over the sequence (so each
     layer's input projection stays one large matmul):
@@ -84,13 +90,17 @@ def stack(
         xˡ⁺¹ = dropout(hˡ, rate)           for l < L − 1
         ys = h^{L−1}
 
-    A `Cell` in `layers` is wrapped with `layer(cell)`. Dropout acts between
-    layers (not after the last), only when `apply` is given a PRNG `key`;
-    `key=None` is evaluation mode. With `residual`, every layer after the first
-    must keep the width of its input. Params: a tuple, one entry per layer.
-    Carry: a tuple of the layers' carries.
+    A `Cell` in `layers` is wrapped with `layer(cell, time_major=...,
+    weight_grads=...)` (`weight_grads`: where the derivative computes the
+    recurrent weights' gradients, see `scan`); a `Seq` keeps the options it
+    was built with. Dropout acts between layers (not after the last), only
+    when `apply` is given a PRNG `key`; `key=None` is evaluation mode. With
+    `residual`, every layer after the first must keep the width of its input.
+    Params: a tuple, one entry per layer. Carry: a tuple of the layers'
+    carries.
     """
-    seqs = [_as_seq(part, time_major, "stack") for part in layers]
+    check_weight_grads("stack", weight_grads)
+    seqs = [_as_seq(part, time_major, weight_grads, "stack") for part in layers]
     if not seqs:
         raise ValueError("stack: needs at least one layer")
     if not 0.0 <= dropout < 1.0:
@@ -148,6 +158,7 @@ def bidirectional(
     merge: str = "concat",
     *,
     time_major: bool = True,
+    weight_grads: WeightGrads = "after_loop",
 ) -> Seq:
     r"""A forward and a backward pass over the same inputs, merged per step:
 
@@ -157,17 +168,19 @@ def bidirectional(
     (`lengths[b] − 1`) and its outputs stay aligned with `xs`. `bwd=None` uses
     a second copy of `fwd` with its own params. A `Cell` runs backward with
     `scan(..., reverse=True)`; a `Seq` (e.g. a stack) runs on each row
-    reversed within its length. Params: `{"fwd": ..., "bwd": ...}`; carry:
-    `(fwd_carry, bwd_carry)`.
+    reversed within its length. A `Cell` runs with `weight_grads` (see
+    `scan`); a `Seq` keeps the options it was built with. Params:
+    `{"fwd": ..., "bwd": ...}`; carry: `(fwd_carry, bwd_carry)`.
     """
     if merge not in ("concat", "sum"):
         raise ValueError(f"bidirectional: merge must be 'concat' or 'sum', got {merge!r}")
-    forward = _as_seq(fwd, time_major, "bidirectional")
+    check_weight_grads("bidirectional", weight_grads)
+    forward = _as_seq(fwd, time_major, weight_grads, "bidirectional")
     bwd = fwd if bwd is None else bwd
     if isinstance(bwd, Cell):
-        backward = layer(bwd, reverse=True, time_major=time_major)
+        backward = layer(bwd, reverse=True, time_major=time_major, weight_grads=weight_grads)
     else:
-        backward = _backward(_as_seq(bwd, time_major, "bidirectional"), time_major)
+        backward = _backward(_as_seq(bwd, time_major, weight_grads, "bidirectional"), time_major)
 
     def init(key: jax.Array, input_size: int) -> dict:
         k_fwd, k_bwd = jax.random.split(key)

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 
 from recurrax import _checks as checks
 from recurrax import _deferred as deferred
+from recurrax._deferred import WeightGrads
 from recurrax.masking import broadcast_mask
 from recurrax.protocols import Carry, Cell
 
@@ -52,6 +53,7 @@ def scan(
     remat: bool = False,
     hoist: bool | None = None,
     time_major: bool = True,
+    weight_grads: WeightGrads = "after_loop",
 ) -> tuple[Carry, jax.Array]:
     r"""Run `cell` over the time axis of `xs` with `jax.lax.scan`.
 
@@ -77,18 +79,23 @@ def scan(
         loop (one large matmul), `False` inside the loop one step at a time;
         the numbers are the same. `None` picks by `default_hoist`.
       time_major: the layout of `xs` and `ys`.
+      weight_grads: where the derivative computes the gradients of the
+        recurrent weights (the matmuls a cell marks with
+        `recurrax.cells.recurrent_matmul`, as every built-in cell does).
+        `"after_loop"`: the backward loop carries only `dh_t = da_t Wᵀ` and
+        `dW = Σ_t h_tᵀ da_t` is one GEMM over all steps after it
+        (`recurrax._deferred`); faster, at some memory. `"in_loop"`: JAX's
+        own derivative of the loop, `dW` accumulated step by step. Same
+        numbers up to float rounding; both support reverse and forward mode
+        (`jax.grad`, `jax.jvp`, `jax.jacfwd`) and higher derivatives. With
+        `remat=True` the weight gradients stay in the loop either way.
 
     Returns:
       `(carry, ys)`: the final carry and the outputs `ys`, `[T, *batch, H]`
       (or `[*batch, T, H]`).
-
-    Gradients: for the built-in cells the backward loop leaves out the
-    recurrent weights' gradients, `dW = Σ_t h_tᵀ da_t`, and computes them after
-    it as one GEMM over all steps (`recurrax._deferred`). Forward-mode autodiff
-    (`jax.jvp`, `jax.jacfwd`) needs `with recurrax._deferred.autodiff_in_loop():`
-    around the tracing.
     """
     checks.check_cell(cell)
+    weight_grads = deferred.check_weight_grads("scan", weight_grads)
     layout = "[T, *batch, D]" if time_major else "[*batch, T, D]"
     checks.check_array("xs", xs, 2, layout)
     xs = jnp.asarray(xs)
@@ -112,7 +119,7 @@ def scan(
         inputs = jax.tree.map(lambda a: jnp.moveaxis(a, time_axis, 0), inputs)
 
     step = functools.partial(_masked_step, cell.step)
-    loop = deferred.run if deferred.deferring() else deferred.plain
+    loop = deferred.run if weight_grads == "after_loop" else deferred.plain
     carry, ys = loop(step, cell.prepare, params, inputs, carry, lengths, hoist=hoist,
                      reverse=reverse, unroll=unroll, remat=remat)
     if not time_major:

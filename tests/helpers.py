@@ -3,6 +3,7 @@ converting parameter trees, central finite differences, counting the matmuls
 inside compiled loops, and a small population problem."""
 
 import re
+from typing import TypedDict
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +17,14 @@ from recurrax.train import batching, population
 from tests import reference as ref
 
 ALL = [*recurrax.cells.NAMES, "gru-reset-after"]
+
+
+class Tolerance(TypedDict):
+    """`rtol` and `atol` of `np.testing.assert_allclose`, to pass as `**tol`
+    (a TypedDict, so a type checker matches each key to its parameter)."""
+
+    rtol: float
+    atol: float
 
 
 def build(name: str, H: int, **kw) -> recurrax.Cell:

@@ -33,7 +33,7 @@ def watch(stall: float, count: list) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     ap.add_argument("--mode", choices=("batched", "unbatched"), required=True)
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--stall", type=float, default=12.0)
@@ -42,9 +42,9 @@ def main() -> None:
     os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:args.cpus])
     import jax
     import jax.numpy as jnp
-    import jaxlib
+    from jaxlib.version import __version__ as jaxlib_version
 
-    print(f"jax {jax.__version__} jaxlib {jaxlib.__version__} mode {args.mode} "
+    print(f"jax {jax.__version__} jaxlib {jaxlib_version} mode {args.mode} "
           f"cpus {len(os.sched_getaffinity(0))}", flush=True)
     orthogonal = jax.nn.initializers.orthogonal()
 

@@ -40,7 +40,7 @@ def test_markers_positions_and_padding():
         assert 1 <= n1 <= 9 and 1 <= n2 <= length // 2 - 2 and n1 != n2
         assert np.all(b.inputs[length:, row] == 0), "padding is (0, 0)"
         assert np.all(np.abs(values[:length, row]) <= 1)
-        other = np.setdiff1d(np.arange(length), [0, length - 1, *one])
+        other = np.setdiff1d(np.arange(length), np.array([0, length - 1, *one]))
         assert np.all(b.inputs[other, row, 1] == 0)
 
 

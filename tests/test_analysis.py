@@ -7,6 +7,7 @@ State index t = 0 … T: s_0 the initial carry, s_t the carry after step t; a
 bump of s_t also bumps that step's output, y_t = h_t."""
 
 import json
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -94,6 +95,7 @@ def test_rnn_against_analytic_jacobians(rng):
         flow = gradient_flow(cell, {k: jnp.asarray(v) for k, v in p.items()},
                              jnp.asarray(xs)[:, None], jax_carry("rnn", s0[None]),
                              loss_fn=jax_loss(jnp.asarray(w)[:, None]))
+    assert flow.spectral_norm is not None  # asked for: spectral=True by default
     assert flow.jacobian_norm.shape == (T + 1, 1, B) and flow.spectral_norm.shape == (T, 1, B)
     flow = jax.tree.map(lambda a: a[:, 0] if a.ndim else a, flow)
     for b in range(B):
@@ -120,6 +122,7 @@ def test_lstm_against_finite_differences(rng):
     with jax.enable_x64(True):
         flow = gradient_flow(cell, {k: jnp.asarray(v) for k, v in p.items()}, jnp.asarray(xs),
                              jax_carry("lstm", s0), loss_fn=jax_loss(jnp.asarray(w)))
+    assert flow.spectral_norm is not None and flow.loss_grad_norm is not None
     for b in range(B):
         states, _ = run_row("lstm", p, xs[:, b], s0[b])
         for t in range(T + 1):  # the full Jacobian ∂s_T/∂s_t, s = [c, h]
@@ -162,7 +165,7 @@ def test_bad_input_names_the_argument(rng):
     with pytest.raises(ValueError, match="carry: got"):
         gradient_flow(cell, p, xs, jnp.zeros((2, 4)))
     with pytest.raises(TypeError, match="loss_fn: expected a callable"):
-        gradient_flow(cell, p, xs, loss_fn=3.0)
+        gradient_flow(cell, p, xs, loss_fn=cast(Any, 3.0))  # not a callable, on purpose
     with pytest.raises(ValueError, match=r"loss_fn: must return a scalar, got shape \(2, 4\)"):
         gradient_flow(cell, p, xs, loss_fn=lambda ys, carry: carry[1])
 

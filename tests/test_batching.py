@@ -51,7 +51,9 @@ def test_arithmetic_problems_as_one_stream_score_the_answers_only():
     from recurrax.tasks.base import examples_as_stream
     t = tasks.get("arithmetic", n_train=30, n_valid=5, n_test=5, max_digits=3,
                   max_distractors=2)
-    stream, scored = examples_as_stream(t.train)
+    train = t.train
+    assert isinstance(train, tasks.Examples)
+    stream, scored = examples_as_stream(train)
     text = "".join(t.vocab[i] for i in stream.tokens)
     problems = text.split(".")[:-1]  # every problem ends with "."
     assert len(problems) == 30 and stream.doc_starts.sum() == 30
@@ -61,7 +63,7 @@ def test_arithmetic_problems_as_one_stream_score_the_answers_only():
         after = text[i + 1]
         assert after in "0123456789-." and "=" in text[text.rfind(".", 0, i + 1) + 1:i + 1]
     # per problem, the answer characters and the end symbol: as many as the rows' masks
-    assert scored.sum() == t.train.mask.sum()
+    assert scored.sum() == train.mask.sum()
     assert not scored[starts[1:] - 1].any()  # "." -> next problem's first token: not scored
 
 

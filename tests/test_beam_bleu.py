@@ -159,7 +159,7 @@ def test_jit_and_a_token_model_step():
     np.testing.assert_allclose((logp * mask).sum(0), out.beam_scores.reshape(6), rtol=1e-5)
     ended = np.cumsum(seqs == 6, axis=1)
     assert not np.any((ended > 0) & (seqs != 6))          # finished beams stay finished
-    assert np.all(np.diff(np.asarray(out.beam_normalized_scores), axis=1) <= 0)
+    assert np.all(np.diff(np.asarray(out.beam_normalized_scores, np.float64), axis=1) <= 0)
 
 
 def test_beam_search_rejects_bad_shapes():

@@ -62,7 +62,9 @@ def _colr_font(path):
     def box(x0, y0, x1, y1):
         pen = TTGlyphPen(None)
         if x1 > x0:
-            pen.moveTo((x0, y0)), pen.lineTo((x0, y1)), pen.lineTo((x1, y1)), pen.lineTo((x1, y0))
+            pen.moveTo((x0, y0))
+            for corner in ((x0, y1), (x1, y1), (x1, y0)):
+                pen.lineTo(corner)
             pen.closePath()
         return pen.glyph()
 

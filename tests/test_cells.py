@@ -7,9 +7,9 @@ import pytest
 
 import recurrax
 from tests import reference as ref
-from tests.helpers import ALL, as_np, build, input_size, to_jax
+from tests.helpers import ALL, Tolerance, as_np, build, input_size, to_jax
 
-TOL = dict(rtol=2e-5, atol=2e-5)  # float32 library against a float64 reference
+TOL = Tolerance(rtol=2e-5, atol=2e-5)  # float32 library against a float64 reference
 
 
 def test_names_are_the_papers_ten():

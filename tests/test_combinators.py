@@ -10,7 +10,7 @@ import recurrax
 from tests import reference as ref
 from tests.helpers import as_np
 
-TOL = dict(rtol=3e-5, atol=3e-5)
+RTOL = ATOL = 3e-5
 T, B, D = 6, 4, 3
 LENGTHS = np.array([6, 0, 2, 5])
 
@@ -24,7 +24,8 @@ def f32(a):
 
 
 def close(got, want):
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **TOL), as_np(got), as_np(want))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL),
+                 as_np(got), as_np(want))
 
 
 def test_layer_is_scan(rng):

@@ -107,9 +107,10 @@ def test_xs_without_a_time_axis():
 
 def test_not_a_cell():
     with pytest.raises(TypeError, match="expected a recurrax.Cell"):
-        recurrax.scan(lambda x: x, {}, jnp.zeros((3, 2, 3)))
+        # a plain function where a Cell belongs is the input under test
+        recurrax.scan(lambda x: x, {}, jnp.zeros((3, 2, 3)))  # pyright: ignore[reportArgumentType]
     with pytest.raises(TypeError, match="expected a recurrax.Cell or Seq"):
-        recurrax.stack([object()])
+        recurrax.stack([object()])  # pyright: ignore[reportArgumentType]  # the refused layer
 
 
 def test_bad_options():

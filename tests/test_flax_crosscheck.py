@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 import recurrax
+from tests.helpers import Tolerance
 
-TOL = dict(rtol=1e-5, atol=1e-5)
+TOL = Tolerance(rtol=1e-5, atol=1e-5)
 B, T, D, H = 3, 9, 4, 6
 
 

@@ -13,17 +13,19 @@ from jax.flatten_util import ravel_pytree
 import recurrax
 from recurrax import initializers as inits
 from recurrax.search import graph as G
+from recurrax.search.baselines import GRAPHS
+from recurrax.search.equations import equations
 from tests.helpers import finite_difference_grad
 
 T, B, H = 5, 3, 4
 
 
 @pytest.mark.parametrize("hoist", [True, False])
-@pytest.mark.parametrize("name", sorted(G.GRAPHS))
+@pytest.mark.parametrize("name", sorted(GRAPHS))
 def test_graph_equals_the_cell(name, hoist):
     D = H if name in ("mut1", "mut2") else 3
     cell = recurrax.cells.get(name, H)
-    compiled = G.compile(G.GRAPHS[name], H)
+    compiled = G.compile(GRAPHS[name], H)
     params = jax.tree.map(lambda a: a + 0.1, cell.init(jax.random.key(0), D))
     own = compiled.init(jax.random.key(0), D)
     assert jax.tree.map(jnp.shape, own) == jax.tree.map(jnp.shape, params)
@@ -85,7 +87,7 @@ def _linear_rnn(op_h: str = "lin0.9", op_x: str = "lin1.1") -> G.Graph:
                     "h'": N("tanh", ("pre",))}, "h'")
 
 
-def _linear_rnn_numpy(p: dict, xs: np.ndarray, read_by_lx=lambda x: x) -> np.ndarray:
+def _linear_rnn_numpy(p: dict, xs: np.ndarray | jax.Array, read_by_lx=lambda x: x) -> np.ndarray:
     """`_linear_rnn` from its definition, Linear(s, a) = a W + b, in NumPy
     (float64); `read_by_lx(x)` is what the second map reads."""
     p = {k: np.asarray(v, np.float64) for k, v in p.items()}
@@ -170,9 +172,9 @@ def test_linear_a_reads_the_constant_one():
                                _linear_rnn_numpy(p, xs, np.ones_like), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", [*sorted(G.GRAPHS), "linear_rnn"])
+@pytest.mark.parametrize("name", [*sorted(GRAPHS), "linear_rnn"])
 def test_canonical_form_ignores_names_and_order(name):
-    g = G.GRAPHS.get(name) or _linear_rnn()
+    g = GRAPHS.get(name) or _linear_rnn()
     assert G.canonical(_renamed(g, "n_", reverse=True)) == G.canonical(g)
     assert G.from_json(G.to_json(g)) == g
 
@@ -188,26 +190,26 @@ def test_canonical_forms_tell_linear_maps_apart():
 
 
 def test_canonical_forms_tell_the_cells_apart():
-    keys = {G.canonical(g) for g in G.GRAPHS.values()}
-    assert len(keys) == len(G.GRAPHS)
+    keys = {G.canonical(g) for g in GRAPHS.values()}
+    assert len(keys) == len(GRAPHS)
     # a GRU whose candidate reuses the update gate z instead of r: one gate shared
-    gru = G.GRAPHS["gru"]
+    gru = GRAPHS["gru"]
     shared = G.Graph({**gru.nodes, "r*h": G.Node("mul", ("z", "h"))}, gru.h)
     assert G.canonical(shared) != G.canonical(gru)
 
 
 def test_equations_read_like_the_paper():
-    assert G.equations(G.GRAPHS["mut1"]) == [
+    assert equations(GRAPHS["mut1"]) == [
         "r = σ(x W_xr + b_r + h W_hr)",
         "z = σ(x W_xz + b_z)",
         "h' = tanh(tanh(x) + b_h + (r ⊙ h) W_hh) ⊙ z + h ⊙ (1 − z)",
     ]
-    assert G.equations(G.GRAPHS["lstm"])[-2:] == [
+    assert equations(GRAPHS["lstm"])[-2:] == [
         "c' = f ⊙ c + i ⊙ tanh(x W_xg + b_g + h W_hg)", "h' = o ⊙ tanh(c')"]
-    assert G.equations(G.GRAPHS["rnn"], latex=True) == [
+    assert equations(GRAPHS["rnn"], latex=True) == [
         r"h^{\prime} = \tanh(x W_{xh} + b_{h} + h W_{hh})"]
-    assert G.equations(_linear_rnn()) == [
+    assert equations(_linear_rnn()) == [
         "h' = tanh(x W_xh + b_h + Linear(0.9; W_lin1, b_lin1)(h) + Linear(1.1; W_lin2, b_lin2)(x))"]
-    assert G.equations(_linear_rnn("lin0", "lin1"), latex=True) == [
+    assert equations(_linear_rnn("lin0", "lin1"), latex=True) == [
         r"h^{\prime} = \tanh(x W_{xh} + b_{h} + \mathrm{Linear}(0; W_{lin1}, b_{lin1})(h) + "
         r"\mathrm{Linear}(1; W_{lin2}, b_{lin2})(x))"]

@@ -4,6 +4,7 @@ valid, new, bounded children, the same for the same seed; a node made a
 Linear(s, ·) gets params of its own."""
 
 import collections
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -12,9 +13,10 @@ import pytest
 
 from recurrax.search import graph as G
 from recurrax.search import mutations as M
+from recurrax.search.baselines import GRAPHS
 
 N = G.Node
-RNN, LSTM, GRU = G.GRAPHS["rnn"], G.GRAPHS["lstm"], G.GRAPHS["gru"]
+RNN, LSTM, GRU = GRAPHS["rnn"], GRAPHS["lstm"], GRAPHS["gru"]
 SEEDS = range(25)
 
 
@@ -62,12 +64,16 @@ def _check_linear_params(parent: G.Graph, child: G.Graph, name: str):
         assert W.startswith("W_lin") and b == "b_" + W[2:] and not {W, b} & _params(parent)
 
 
-def _children(mutation, parent: G.Graph):
-    """`mutation` applied to `parent` with seeds `SEEDS`; `parent` stays as it was."""
+def _children(mutation: Callable[[G.Graph, np.random.Generator], G.Graph | None],
+              parent: G.Graph) -> list[G.Graph]:
+    """`mutation` applied to `parent` with seeds `SEEDS`, a child each; `parent`
+    stays as it was."""
     before = G.to_json(parent)
     children = [mutation(parent, np.random.default_rng(seed)) for seed in SEEDS]
     assert G.to_json(parent) == before
-    return children
+    found = [child for child in children if child is not None]
+    assert len(found) == len(children), "the mutation found no site"
+    return found
 
 
 @pytest.mark.parametrize("parent", [GRU, LSTM], ids=["gru", "lstm"])
@@ -186,7 +192,7 @@ def test_problems_catches(graph, message):
 
 
 def test_problems_passes_the_baselines():
-    for graph in G.GRAPHS.values():
+    for graph in GRAPHS.values():
         assert M.problems(graph) == []
     # dead nodes are no problem, even one sharing a param; nor a c' that reads only x
     assert M.problems(_with(GRU, dead=N("linear", ("c",), "W_hh"))) == []

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import jaxlib
 import numpy as np
 import optax
 import pytest
+from jaxlib.version import __version__ as jaxlib_version
 
 import recurrax
 from recurrax import models, train
@@ -62,7 +62,9 @@ def batched(calls: list[tuple[str, list[str]]]) -> list[tuple[str, list[str]]]:
 
 
 def compiled_text(f, *args) -> str:
-    return jax.jit(f).lower(*args).compile().as_text()
+    text = jax.jit(f).lower(*args).compile().as_text()
+    assert text is not None, "the compiled program has no HLO text"
+    return text
 
 
 def assert_unbatched(hlo: str) -> None:
@@ -139,9 +141,9 @@ def test_reproducer_batched_stalls_exactly_on_affected_jaxlib():
     out = run_reproducer("batched", 60)
     log = out.stdout + out.stderr
     assert out.returncode in (0, STALLED), log
-    stalled, affected = out.returncode == STALLED, jaxlib.__version__ in AFFECTED_JAXLIB
+    stalled, affected = out.returncode == STALLED, jaxlib_version in AFFECTED_JAXLIB
     assert stalled == affected, (
-        f"jaxlib {jaxlib.__version__} {'is' if affected else 'is not'} in AFFECTED_JAXLIB but "
+        f"jaxlib {jaxlib_version} {'is' if affected else 'is not'} in AFFECTED_JAXLIB but "
         f"the batched reproducer {'stalled' if stalled else 'did not stall in 60 s'}: update "
         f"AFFECTED_JAXLIB, the docstrings of recurrax.train.population, "
         f"recurrax.metrics.gradient_flow and "

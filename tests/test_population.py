@@ -182,3 +182,27 @@ def test_each_member_sees_its_own_context():
         population.init_population(lambda key: {"w": jnp.ones(2)}, opt, seeds=np.arange(3),
                                    learning_rate=np.full(3, 0.1), clip_norm=np.full(3, 1.0),
                                    context=np.zeros(2))
+
+
+def test_bfloat16_params_are_clipped_and_stay_bfloat16():
+    """Each member's clip norm is a float32; bfloat16 gradients are clipped all the
+    same and the params keep their dtype. With L = ‖θ‖², θ = 3 · 1₄: g = 6 · 1₄,
+    ‖g‖ = 12; member 0 (c = 1) steps by η · 0.5 per entry, member 1 (c = 10⁶) by η · 6."""
+    import jax.numpy as jnp
+    import optax
+
+    from recurrax.train import population
+
+    def loss(params, batch, carry, key):
+        return jnp.sum(params["w"].astype(jnp.float32) ** 2), (carry, {})
+
+    opt = train.make_optimizer(1.0, base=optax.sgd)
+    pop = population.init_population(lambda key: {"w": jnp.full(4, 3.0, jnp.bfloat16)}, opt,
+                                     seeds=np.arange(2), learning_rate=np.full(2, 0.1),
+                                     clip_norm=np.array([1.0, 1e6]))
+    pop, metrics = population.make_population_step(loss, opt)(pop, {"x": np.zeros(1)})
+    w = pop.states.params["w"]
+    assert w.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(metrics["grad_norm"], np.float32), [12.0, 12.0])
+    np.testing.assert_allclose(np.asarray(w, np.float32),
+                               [[3 - 0.1 * 0.5] * 4, [3 - 0.1 * 6] * 4], rtol=1e-2)

@@ -7,9 +7,9 @@ import pytest
 
 import recurrax
 from tests import reference as ref
-from tests.helpers import as_np, build, input_size, to_jax
+from tests.helpers import Tolerance, as_np, build, input_size, to_jax
 
-TOL = dict(rtol=2e-5, atol=2e-5)
+TOL = Tolerance(rtol=2e-5, atol=2e-5)
 NAMES = ["rnn", "lstm", "lstm-f", "gru", "gru-reset-after", "mut1", "mut2", "mut3"]
 
 
@@ -20,9 +20,9 @@ def setup(name, rng, T=6, B=4, H=5):
     return build(name, H), p, xs
 
 
-def assert_tree_close(got, want, **tol):
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **(tol or TOL)), as_np(got),
-                 as_np(want))
+def assert_tree_close(got, want, rtol: float = TOL["rtol"], atol: float = TOL["atol"]):
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=rtol, atol=atol),
+                 as_np(got), as_np(want))
 
 
 @pytest.mark.parametrize("hoist", [True, False])

@@ -2,6 +2,7 @@
 filters, the queues, the list, and a run killed and resumed."""
 
 import hashlib
+import re
 
 import pytest
 
@@ -9,13 +10,14 @@ from experiments.jozefowicz import __main__ as cli
 from experiments.jozefowicz import arch_search
 from recurrax import search
 from recurrax.search import graph as G
-from recurrax.search import universal
+from recurrax.search import records, universal
+from recurrax.search.baselines import GRAPHS
 from recurrax.train.results import ResultsFile
 
 STAGES = [search.Stage("memorization", 0.9), search.Stage("arithmetic", 0.9),
           search.Stage("words", 0.9, higher_is_better=False)]
-SEEDS = {"lstm": G.GRAPHS["lstm"], "gru": G.GRAPHS["gru"]}
-BASELINES = {n: G.GRAPHS[n] for n in ("mut1", "mut2", "mut3")}
+SEEDS = {"lstm": GRAPHS["lstm"], "gru": GRAPHS["gru"]}
+BASELINES = {n: GRAPHS[n] for n in ("mut1", "mut2", "mut3")}
 POPULATION = 8
 
 
@@ -40,7 +42,7 @@ class FakeTraining:
     @staticmethod
     def score(stage, g, hyper):
         base = 0.4 + 0.6 * _unit(G.canonical(g), stage.name)
-        if G.canonical(g) == G.canonical(G.GRAPHS["gru"]):
+        if G.canonical(g) == G.canonical(GRAPHS["gru"]):
             base = 0.7
         else:
             base *= 0.9 + 0.2 * hyper["q"]
@@ -59,28 +61,29 @@ def _run(path, evaluate, candidates=30):
 def test_search_runs_full_populations_and_filters_children(tmp_path):
     train = FakeTraining()
     state = _run(tmp_path / "log.jsonl", train)
-    children = [e for e in state.evals.values() if e["origin"] == "child"]
+    children = [e for e in state.evals.values() if e.origin == "child"]
     assert len(children) >= 30
-    assert len({e["graph_key"] for e in children}) == len(children)
-    assert not {e["graph_key"] for e in children} & {G.canonical(g) for g in
+    assert len({e.graph_key for e in children}) == len(children)
+    assert not {e.graph_key for e in children} & {G.canonical(g) for g in
                                                       [*SEEDS.values(), *BASELINES.values()]}
     assert all(n == POPULATION for _, n in train.calls[:-len(STAGES)])  # all but the flush
     assert not any(search.queues(state, STAGES, "gru"))
     best = search.reference_best(state, STAGES, "gru")
     assert best == {"memorization": 0.7, "arithmetic": 0.7, "words": pytest.approx(10 / 0.7)}
     for e in children:
-        done = state.scores[e["id"]]
+        done = state.scores[e.id]
         for k, s in enumerate(STAGES[:-1]):
             if STAGES[k + 1].name in done:  # it went on, so it passed stage k
-                assert search.relative(s, done[s.name], best) >= s.bar
+                r = search.relative(s, done[s.name], best)
+                assert r is not None and r >= s.bar
         reached = [s.name for s in STAGES if s.name in done]
         assert reached == [s.name for s in STAGES[:len(reached)]]
     rows = search.table(state, STAGES, "gru")
-    assert rows == sorted(rows, key=lambda r: -r["fitness"])
-    gru = next(r for r in rows if r["name"] == "gru")
-    assert gru["fitness"] == pytest.approx(1.0)
+    assert rows == sorted(rows, key=lambda r: -r.fitness)
+    gru = next(r for r in rows if r.name == "gru")
+    assert gru.fitness == pytest.approx(1.0)
     for r in rows:
-        assert r["fitness"] == pytest.approx(min(r["relative"].values()))
+        assert r.fitness == pytest.approx(min(r.relative.values()))
 
 
 def test_a_killed_search_resumes_to_the_same_result(tmp_path):
@@ -90,8 +93,7 @@ def test_a_killed_search_resumes_to_the_same_result(tmp_path):
         with pytest.raises(KeyboardInterrupt):
             _run(path, FakeTraining(fail_after=fail_after))
     resumed = _run(path, FakeTraining())
-    strip = lambda rows: [(r["key"], round(r["fitness"], 9), r["evaluations"])
-                          for r in rows]
+    strip = lambda rows: [(r.key, round(r.fitness, 9), r.evaluations) for r in rows]
     assert strip(search.table(resumed, STAGES, "gru")) == strip(search.table(whole, STAGES, "gru"))
 
 
@@ -105,8 +107,56 @@ def test_relative_scores():
 
 def test_the_reference_must_be_a_seed(tmp_path):
     with pytest.raises(ValueError, match="reference"):
-        search.run(ResultsFile(tmp_path / "x.jsonl"), STAGES, {"lstm": G.GRAPHS["lstm"]},
+        search.run(ResultsFile(tmp_path / "x.jsonl"), STAGES, {"lstm": GRAPHS["lstm"]},
                    FakeTraining(), PROPOSER, population=4, candidates=1)
+
+
+def test_log_records_round_trip_and_refuse_another_kind():
+    e = records.Evaluation("e3", 1, "child", "key", G.to_json(GRAPHS["gru"]), None, "parent",
+                           ("swap_activation: z sigmoid -> tanh",), {"q": 0.5},
+                           tag={"preset": "smoke"})
+    s = records.Score("e3", "memorization", None)
+    line = e.to_json()
+    assert line["kind"] == "eval" and line["preset"] == "smoke"   # the tag sits at the top
+    assert records.Evaluation.from_json(line) == e == records.from_json(line)
+    assert records.Score.from_json(s.to_json()) == s == records.from_json(s.to_json())
+    with pytest.raises(ValueError, match="kind 'score'"):
+        records.Evaluation.from_json(s.to_json())
+    with pytest.raises(ValueError, match="kind 'eval'"):
+        records.Score.from_json(line)
+    with pytest.raises(ValueError, match="lacks the field"):
+        records.Score.from_json({"kind": "score", "id": "e3", "stage": "memorization"})
+    with pytest.raises(ValueError, match="kind None"):
+        records.from_json({"key": "a run's trial", "metrics": {}})
+    with pytest.raises(ValueError, match="own fields"):
+        records.Evaluation("e4", 1, "seed", "k", "{}", "gru", None, (), {}, tag={"round": 2})
+
+
+def test_a_log_of_another_search_or_of_no_search_is_refused(tmp_path):
+    path = tmp_path / "log.jsonl"
+    run = lambda tag: search.run(ResultsFile(path), STAGES, SEEDS, FakeTraining(), PROPOSER,
+                                 population=POPULATION, candidates=0, baselines=BASELINES,
+                                 tag=tag)
+    run({"preset": "a"})
+    with pytest.raises(search.SearchError, match=f"{re.escape(str(path))} holds {POPULATION} "
+                                                 f"evaluations of another search"):
+        run({"preset": "b"})
+    ResultsFile(path).append({"key": "a run's trial"})
+    with pytest.raises(ValueError, match=f"{re.escape(str(path))}: .*kind None"):
+        search.load(ResultsFile(path))
+    with pytest.raises(SystemExit, match="is it a search log"):
+        cli.main(["report", str(path)])
+
+
+def test_torn_lines_are_returned_not_printed(tmp_path, capsys):
+    path = tmp_path / "log.jsonl"
+    _run(path, FakeTraining(), candidates=4)
+    with open(path, "a") as f:
+        f.write('{"kind": "score", "id": "e')   # a writer killed mid-line
+    state = search.load(ResultsFile(path))
+    assert len(state.problems) == 1 and "torn" in state.problems[0]
+    assert capsys.readouterr().out == ""
+    assert state.evals == search.load(ResultsFile(path)).evals
 
 
 def test_report_prints_the_top_cells_as_equations(tmp_path):
@@ -126,7 +176,7 @@ def test_the_smoke_search_trains_real_cells(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| gru | 1.000 |" in out and "#1" in out
     state = search.load(ResultsFile(tmp_path / "s.jsonl"))
-    assert sum(e["origin"] == "child" for e in state.evals.values()) >= 4
+    assert sum(e.origin == "child" for e in state.evals.values()) >= 4
     scores = [v for s in state.scores.values() for v in s.values()]
     assert all(v is None or 0 <= v <= 1 for v in scores)
     assert arch_search.PRESETS["smoke"].population == 8

@@ -6,6 +6,7 @@ import io
 import re
 import sys
 import tarfile
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -32,6 +33,18 @@ def arith() -> Task:
 @pytest.fixture(scope="module")
 def xml_task() -> Task:
     return tasks.xml(seed=3, n_train=1000, n_valid=200, n_test=200)
+
+
+def examples(split) -> Examples:
+    """`split`, narrowed to `Examples` (a `Task`'s splits are typed `Split`)."""
+    assert isinstance(split, Examples)
+    return split
+
+
+def stream(split) -> Stream:
+    """`split`, narrowed to `Stream`."""
+    assert isinstance(split, Stream)
+    return split
 
 
 def splits(task: Task):
@@ -125,7 +138,8 @@ def test_memorization_reproduces_the_symbols_read(memo):
 def test_memorization_options():
     task = tasks.memorization(n_train=100, n_valid=10, n_test=10, length=3, alphabet=4)
     assert task.vocab == ("<pad>", "a", "b", "c", "d", "<sep>")
-    assert task.train.inputs.shape == (100, 7) and task.train.mask.sum() == 300
+    train = examples(task.train)
+    assert train.inputs.shape == (100, 7) and train.mask.sum() == 300
 
 
 # --------------------------------------------------------------- arithmetic
@@ -176,7 +190,7 @@ def test_arithmetic_distractors_are_letters_only(arith):
 def test_arithmetic_options():
     task = tasks.arithmetic(n_train=500, n_valid=50, n_test=50, max_digits=2, max_distractors=0)
     widths = set()
-    for sequence, _, _ in decode_rows(task, task.train):
+    for sequence, _, _ in decode_rows(task, examples(task.train)):
         a, op, b, answer = parse_arithmetic(sequence, max_distractors=0)
         assert not re.search("[a-z]", sequence)
         widths |= {len(str(a)), len(str(b))}
@@ -258,9 +272,9 @@ def test_too_small_a_space_for_disjoint_splits():
     (lambda: tasks.memorization(alphabet=27), "alphabet"),
     (lambda: tasks.memorization(alphabet=1), "alphabet"),
     (lambda: tasks.memorization(n_train=0), "n_train"),
-    (lambda: tasks.memorization(n_valid=2.5), "n_valid"),
+    (lambda: tasks.memorization(n_valid=cast(Any, 2.5)), "n_valid"),  # wrong type on purpose
     (lambda: tasks.memorization(seed=-1), "seed"),
-    (lambda: tasks.arithmetic(seed="0"), "seed"),
+    (lambda: tasks.arithmetic(seed=cast(Any, "0")), "seed"),
     (lambda: tasks.arithmetic(max_digits=0), "max_digits"),
     (lambda: tasks.arithmetic(max_digits=19), "max_digits"),
     (lambda: tasks.arithmetic(max_distractors=-1), "max_distractors"),
@@ -280,7 +294,7 @@ def test_get_and_names():
     assert tasks.NAMES == ("memorization", "arithmetic", "xml", "text", "music")
     a = tasks.get("memorization", seed=4, n_train=20, n_valid=5, n_test=5)
     b = tasks.memorization(seed=4, n_train=20, n_valid=5, n_test=5)
-    np.testing.assert_array_equal(a.train.inputs, b.train.inputs)
+    np.testing.assert_array_equal(examples(a.train).inputs, examples(b.train).inputs)
     with pytest.raises(ValueError) as err:
         tasks.get("ptb")
     assert "'ptb'" in str(err.value) and all(name in str(err.value) for name in tasks.NAMES)
@@ -321,15 +335,16 @@ def test_text_reads_an_archive_put_in_the_cache_by_hand(tmp_path, monkeypatch):
         "othello_gut.txt": "othello\n",
     })
     char = tasks.text(cache_dir=tmp_path)
-    assert "".join(char.vocab[i] for i in char.train.tokens) == "To be, or not to be 1600\n"
+    assert "".join(char.vocab[i] for i in stream(char.train).tokens) == "To be, or not to be 1600\n"
     assert char.vocab[0] == "<unk>" and "{" not in char.vocab
     # only the characters of "To be, or not to be 1600\n" are known
-    valid = "".join(char.vocab[i] for i in char.valid.tokens).replace("<unk>", "?")
+    char_valid = stream(char.valid)
+    valid = "".join(char.vocab[i] for i in char_valid.tokens).replace("<unk>", "?")
     assert valid == "??e??r ???\n?er???nt\n"
-    assert list(np.flatnonzero(char.valid.doc_starts)) == [0, len("Caesar {x}\n")]
+    assert list(np.flatnonzero(char_valid.doc_starts)) == [0, len("Caesar {x}\n")]
     word = tasks.text(level="word", cache_dir=tmp_path, vocab_size=7)
     expected = ["to", "be", "or", "not", "to", "be", "N", "<eos>"]
-    assert [word.vocab[i] for i in word.train.tokens] == expected
+    assert [word.vocab[i] for i in stream(word.train).tokens] == expected
     assert word.vocab == ("<unk>", "<eos>", "be", "to", "N", "not", "or")
 
 

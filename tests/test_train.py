@@ -163,8 +163,11 @@ def test_gradients_do_not_cross_chunks(rng):
 
     opt = train.make_optimizer(0.1)
     state = train.create_train_state(params, opt, carry=lm.initial_carry((2,)))
-    step = train.make_train_step(lambda p, batch, c, k: (lambda loss, c2: (loss, (c2, {})))(
-        *chunk_loss(p, c, batch)), opt, jit=False)
+    def loss_fn(p, batch, c, k):
+        loss, next_carry = chunk_loss(p, c, batch)
+        return loss, (next_carry, {})
+
+    step = train.make_train_step(loss_fn, opt, jit=False)
     state, _ = step(state, a)
     handed = state.carry
     g_step = jax.grad(lambda p: chunk_loss(p, handed, b)[0])(state.params)

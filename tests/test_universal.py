@@ -10,6 +10,7 @@ import pytest
 from recurrax.scan import scan
 from recurrax.search import graph as G
 from recurrax.search import mutations, universal
+from recurrax.search.baselines import GRAPHS
 
 H, T, B = 6, 5, 3
 
@@ -43,7 +44,7 @@ def _children(n):
     rng = np.random.default_rng(7)
     out = []
     while len(out) < n:
-        parent = G.GRAPHS[("lstm", "gru")[len(out) % 2]]
+        parent = GRAPHS[("lstm", "gru")[len(out) % 2]]
         child, _ = mutations.mutate(parent, rng)
         if universal.fits(child):
             out.append(child)
@@ -54,7 +55,7 @@ def _linear_lstm() -> G.Graph:
     """An LSTM with the four Linear(s, ·) maps: g's tanh and i's sigmoid made
     Linear(0.9) and Linear(1.1) (step slots), Linear(0) between x and W_xi and
     Linear(1) after f's input term (prepare slots)."""
-    N, lstm = G.Node, G.GRAPHS["lstm"]
+    N, lstm = G.Node, GRAPHS["lstm"]
     return lstm._replace(nodes={**lstm.nodes, "g": N("lin0.9", ("g_pre",), "W_lin1"),
                                 "i": N("lin1.1", ("i_pre",), "W_lin2"),
                                 "x0": N("lin0", ("x",), "W_lin3"),
@@ -67,7 +68,7 @@ def _linear_lstm() -> G.Graph:
 # children run with `-m slow` (the suite is kept under 10 minutes).
 _QUICK = ("lstm", "child1", "linear_lstm")  # a memory cell, a mutated GRU, Linear(s) maps
 CASES = [pytest.param(name, g, id=name, marks=() if name in _QUICK else pytest.mark.slow)
-         for name, g in [*G.GRAPHS.items(), *((f"child{i}", g)
+         for name, g in [*GRAPHS.items(), *((f"child{i}", g)
                                               for i, g in enumerate(_children(4))),
                          ("linear_lstm", _linear_lstm())]]
 
@@ -85,7 +86,7 @@ def test_matches_the_compiled_cell_in_value_and_gradient(name, g):
 def test_sgd_steps_follow_the_compiled_cell():
     """Ten SGD steps on the universal cell's own params land where ten steps
     on the compiled cell's land (mapped back through `params_from`)."""
-    g = G.GRAPHS["mut1"]
+    g = GRAPHS["mut1"]
     compiled_loss, _, named = _losses(g, jax.random.PRNGKey(3))
     xs = jax.random.normal(jax.random.PRNGKey(4), (T, B, H))
     cell = universal.cell(H, g)
@@ -112,7 +113,7 @@ def test_sgd_steps_follow_the_compiled_cell():
 
 @pytest.mark.slow
 def test_unused_slots_get_no_gradient():
-    g = G.GRAPHS["rnn"]
+    g = GRAPHS["rnn"]
     cell = universal.cell(H, g)
     params = cell.init(jax.random.PRNGKey(0), H)
     xs = jax.random.normal(jax.random.PRNGKey(1), (T, B, H))
@@ -133,8 +134,8 @@ def test_a_population_of_programs_is_one_vmap():
     xs = jax.random.normal(jax.random.PRNGKey(1), (T, B, H))
     members = []
     for name in ("lstm", "gru", "mut2"):
-        _, named = _named_params(G.GRAPHS[name], jax.random.PRNGKey(5))
-        members.append(universal.params_from(G.GRAPHS[name], named))
+        _, named = _named_params(GRAPHS[name], jax.random.PRNGKey(5))
+        members.append(universal.params_from(GRAPHS[name], named))
     stacked = jax.tree.map(lambda *a: jnp.stack([jnp.asarray(x) for x in a]), *members)
     run = jax.jit(lambda p: scan(cell, p, xs, cell.initial_carry((B,)))[1])
     ys = jax.vmap(run)(stacked)
@@ -144,15 +145,15 @@ def test_a_population_of_programs_is_one_vmap():
 
 def test_a_graph_that_does_not_fit_is_refused():
     tiny = universal.Layout(prepare=(("A", 4),) * 2, step=(("L", 4), ("E", 4), ("E", 4)))
-    assert universal.fits(G.GRAPHS["rnn"], tiny) and not universal.fits(G.GRAPHS["lstm"], tiny)
+    assert universal.fits(GRAPHS["rnn"], tiny) and not universal.fits(GRAPHS["lstm"], tiny)
     with pytest.raises(ValueError, match="finds no free slot"):
-        universal.encode(G.GRAPHS["lstm"], tiny)
+        universal.encode(GRAPHS["lstm"], tiny)
     with pytest.raises(ValueError, match="needs input_size == hidden_size"):
         universal.cell(H).init(jax.random.PRNGKey(0), H + 1)
 
 
 def test_every_node_sits_after_its_arguments():
-    for g in [*G.GRAPHS.values(), *_children(10)]:
+    for g in [*GRAPHS.values(), *_children(10)]:
         program, _ = universal.encode(g)
         groups = [(first, n) for part in ("prepare", "step")
                   for _, first, n in universal.Layout().groups(part)]
@@ -189,7 +190,7 @@ def test_init_adds_a_times_the_identity_to_each_linear_map():
         want[which][i] += s * eye
     for k in want:
         np.testing.assert_allclose(own[k], want[k], atol=1e-6, err_msg=k)
-    programs = [universal.encode(x)[0] for x in (g, G.GRAPHS["gru"], g)]
+    programs = [universal.encode(x)[0] for x in (g, GRAPHS["gru"], g)]
     stacked = jax.tree.map(lambda *a: jnp.stack([jnp.asarray(x) for x in a]),
                            *[universal.with_program(gru, p) for p in programs])
     offset = jax.vmap(universal.with_diagonal_offsets)(stacked)

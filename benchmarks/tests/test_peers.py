@@ -14,8 +14,11 @@ import pytest
 from benchmarks import peers, timing
 from benchmarks.peers import Shape
 
-TOL = dict(rtol=1e-5, atol=1e-5)
 SHAPE = Shape(B=3, T=7, D=4, H=6)
+
+
+def assert_close(actual, desired):
+    np.testing.assert_allclose(actual, desired, rtol=1e-5, atol=1e-5)
 
 
 def from_stacked(cell, W_ih, W_hh, b_ih, b_hh):
@@ -55,7 +58,7 @@ def test_equinox_matches_recurrax(cell):
     b_hh = (np.zeros(4 * H) if cell == "lstm"
             else np.concatenate([np.zeros(2 * H), np.asarray(module.bias_n)]))
     params = from_stacked(cell, module.weight_ih, module.weight_hh, module.bias, b_hh)
-    np.testing.assert_allclose(recurrax_ys(cell, params, xs), jax.jit(apply)(module, xs), **TOL)
+    assert_close(recurrax_ys(cell, params, xs), jax.jit(apply)(module, xs))
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
@@ -68,7 +71,7 @@ def test_torch_matches_recurrax(cell):
     w = {name: p.detach().numpy() for name, p in module.named_parameters()}
     params = from_stacked(cell, w["weight_ih_l0"], w["weight_hh_l0"], w["bias_ih_l0"],
                           w["bias_hh_l0"])
-    np.testing.assert_allclose(recurrax_ys(cell, params, jnp.asarray(xs)), ys, **TOL)
+    assert_close(recurrax_ys(cell, params, jnp.asarray(xs)), ys)
 
 
 @pytest.mark.parametrize("backward", [False, True])
@@ -97,7 +100,7 @@ def test_jax_cudnn_layout_matches_recurrax(monkeypatch):
         weights, SHAPE.D, SHAPE.H, 1, False))
     params = from_stacked("lstm", W_ih, W_hh, b_ih, b_hh)
     ours = recurrax_ys("lstm", params, jnp.swapaxes(xs, 0, 1))
-    np.testing.assert_allclose(np.swapaxes(ours, 0, 1), jax.jit(apply)(weights, xs), **TOL)
+    assert_close(np.swapaxes(ours, 0, 1), jax.jit(apply)(weights, xs))
 
 
 JAX_IMPLS = [(cell, impl) for cell, fam in peers.FAMILIES.items() for impl in fam.impls

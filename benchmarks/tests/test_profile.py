@@ -17,7 +17,7 @@ def test_parse_hlo_finds_the_loop_matmuls():
     params = cell.init(jax.random.key(0), D)
     xs = jnp.ones((T, B, D))
     fn = jax.jit(lambda p, x: recurrax.scan(cell, p, x, hoist=False)[1])
-    hlo = profile_ops.parse_hlo(fn.lower(params, xs).compile().as_text())
+    hlo = profile_ops.parse_hlo(profile_ops.compiled_hlo(fn, (params, xs)))
     loop_flops = sorted(i["flops"] for i in hlo.values() if i["in_loop"] and i["flops"])
     per_step = sorted([2.0 * B * D * 4 * H, 2.0 * B * H * 4 * H])
     if len(loop_flops) == 1:  # XLA may fuse both matmuls of a step into one

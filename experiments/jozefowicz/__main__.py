@@ -11,14 +11,14 @@ task sharing an architecture and a depth train together in one compiled
 program, their member axis spread over all devices), appends one JSON line per
 finished trial to the results file and skips trials already there, so
 rerunning the same command resumes; `--set` overrides a preset setting (the
-pilots in the README were run this way). `search` runs the architecture
+pilots in docs/experiments.md were run this way). `search` runs the architecture
 search (`experiments.jozefowicz.arch_search`, `recurrax.search`), logged to its
 results file and resumed the same way. `report` prints the Markdown table of
 a run with the paper's figures and the four findings' verdicts (`--json`: one
 JSON object) and writes a plot beside the file, or, for a search log, the top
 cells as equations beside LSTM, GRU and MUT1-3. Compiled programs are kept
 on disk between runs (`use_compilation_cache`).
-On several hosts, call `jax.distributed.initialize()` first (see the README).
+On several hosts, call `jax.distributed.initialize()` first (see docs/experiments.md).
 As a last resort, if XLA CPU ever wedges while training, the command starts
 itself again after `--stall-seconds` without CPU use and resumes; the number
 of such restarts ends the run's output.
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import sys
 import time
 from pathlib import Path
 
@@ -74,10 +75,11 @@ def run(args, on_stall=watchdog.abort) -> Path:
             for record in records:
                 if jax.process_index() == 0:  # on several hosts, one writer
                     results.append(record)
-                value = record["metrics"].get(f"test_{setups[task].metric}")
+                value: float | None = record["metrics"].get(f"test_{setups[task].metric}")
                 if value is not None:
-                    better = max if setups[task].higher_is_better else min
-                    best[task] = better(best.get(task, value), value)
+                    old = best.get(task, value)
+                    best[task] = (max(old, value) if setups[task].higher_is_better
+                                  else min(old, value))
             bar.update(len(members), **{t: f"{v:.3g}" for t, v in best.items()})
     stalls.close()
     print(f"ran {len(todo)} trials in {time.perf_counter() - start:.0f} s"
@@ -91,15 +93,17 @@ def run_search(args, on_stall=watchdog.abort) -> str:
                           f"search-{preset.name}.jsonl")
     start, stalls = time.perf_counter(), watchdog.StallWatchdog(args.stall_seconds or None,
                                                                  on_stall)
+    for p in search_lib.load(results).problems:
+        print(p)
 
-    def on_stage(stage, ids, state):
+    def on_stage(stage: search_lib.Stage, ids: list[str], state: search_lib.State) -> None:
         rows = search_lib.table(state, arch_search.stages(preset), "gru")
-        children = sum(e["origin"] == "child" for e in state.evals.values())
-        best = next((r for r in rows if r["origin"] == "child"), None)
+        children = sum(e.origin == "child" for e in state.evals.values())
+        best = next((r for r in rows if r.origin == "child"), None)
         print(f"[{time.perf_counter() - start:6.0f} s] {stage.name}: {len(ids)} trained; "
-              f"{children} candidates so far, {sum(r['origin'] == 'child' for r in rows)} "
+              f"{children} candidates so far, {sum(r.origin == 'child' for r in rows)} "
               f"through every stage, best fitness "
-              f"{'—' if best is None else format(best['fitness'], '.3f')}", flush=True)
+              f"{'—' if best is None else format(best.fitness, '.3f')}", flush=True)
 
     print(f"search {preset.name}: {preset.candidates} candidates, populations of "
           f"{preset.population}, stages {[s for s, _ in preset.stages]}; log {results.path}")
@@ -115,12 +119,16 @@ def report_any(path: Path, as_json: bool = False) -> str:
     """The report of a run's results file or of a search log; with `as_json`,
     a run's table and findings as one JSON object (and no plot)."""
     records, _ = ResultsFile(path).read()
-    if records and records[0].get("kind") == "eval":
+    if records and records[0].get("kind") == search_lib.records.Evaluation.KIND:
         if as_json:
             raise SystemExit(f"{path} is a search log; --json reports a run's results file")
-        names = list(dict.fromkeys(r["stage"] for r in records if r.get("kind") == "score"))
+        state = search_lib.load(ResultsFile(path))
+        for p in state.problems:
+            print(p, file=sys.stderr)
+        # every evaluation is scored on the stages in order, so this is the stages' order
+        names = dict.fromkeys(stage for scores in state.scores.values() for stage in scores)
         stages = [search_lib.Stage(n, 0.0, n != "words") for n in names]
-        return arch_search.report(search_lib.load(ResultsFile(path)), stages)
+        return arch_search.report(state, stages)
     if as_json:
         return report.report_json(path)
     return report.report(path)
@@ -136,7 +144,7 @@ def use_compilation_cache() -> None:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="train the trials of a preset (resumes)")
     r.add_argument("--preset", choices=sorted(protocol.PRESETS), default="quick")
@@ -181,10 +189,15 @@ def main(argv=None) -> None:
         path = run(args, on_stall=watchdog.reexec if argv is None else watchdog.abort)
         print(report.report(path))
         print(f"\nXLA CPU stall restarts of this command: {watchdog.restarts()}")
-    elif args.command == "search":
-        print(run_search(args, on_stall=watchdog.reexec if argv is None else watchdog.abort))
     else:
-        print(report_any(args.file, args.json))
+        try:  # a log of another search or of none, no cell to mutate: the message, no trace
+            if args.command == "search":
+                print(run_search(args,
+                                 on_stall=watchdog.reexec if argv is None else watchdog.abort))
+            else:
+                print(report_any(args.file, args.json))
+        except search_lib.SearchError as e:
+            raise SystemExit(str(e)) from None
 
 
 if __name__ == "__main__":

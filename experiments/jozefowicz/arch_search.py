@@ -18,6 +18,7 @@ import dataclasses
 import functools
 import hashlib
 from dataclasses import asdict, dataclass, field
+from typing import cast
 
 import jax
 import jax.numpy as jnp
@@ -27,8 +28,8 @@ import optax
 from experiments.jozefowicz import harness_tasks
 from experiments.jozefowicz.protocol import log_uniform
 from recurrax import models, search, train
-from recurrax.search import graph as G
 from recurrax.search import universal
+from recurrax.search.baselines import GRAPHS
 from recurrax.train import population
 
 
@@ -122,7 +123,10 @@ class Trainer:
             return task_loss(_with_program(weights, program), batch, carry, key)
 
         opt = train.make_optimizer(1.0, base=optax.sgd)
-        return model, opt, population.make_population_steps(loss, opt), \
+        # cast: the population hands each member's program (its context) to `loss` as a
+        # fifth argument, which `train.LossFn`, the annotation of make_population_steps,
+        # does not spell
+        return model, opt, population.make_population_steps(cast(train.LossFn, loss), opt), \
             harness_tasks.make_scores(s.kind, model)
 
     def __call__(self, stage: search.Stage, graphs: list, hypers: list[dict]) -> list:
@@ -143,7 +147,8 @@ class Trainer:
             functools.partial(_with_diagonal_offsets, layout=self.layout))(
                 pop.states.params, pop.context)))
         chunk = population.stack_batches([s.train.batch(i) for i in range(p.steps[s.name])])
-        pop, _ = jax.block_until_ready(steps(pop, chunk))  # one program at a time (see README)
+        # one program at a time (docs/experiments.md, XLA CPU stalls)
+        pop, _ = jax.block_until_ready(steps(pop, chunk))
         members = None if carry is None else jax.tree.map(
             lambda c: jnp.broadcast_to(c, (p.population,) + c.shape), carry)
         params = jax.vmap(_with_program)(pop.states.params, pop.context)
@@ -192,10 +197,10 @@ def run(preset: SearchPreset, results, on_stage=None, candidates: int | None = N
         draw_hyper=functools.partial(draw_hyper, preset),
         accept=functools.partial(universal.fits, layout=layout),
         p_reevaluate=preset.p_reevaluate, keep=preset.keep)
-    return search.run(results, stages(preset), {n: G.GRAPHS[n] for n in SEEDS},
+    return search.run(results, stages(preset), {n: GRAPHS[n] for n in SEEDS},
                       Trainer(preset, layout), proposer, population=preset.population,
                       candidates=preset.candidates if candidates is None else candidates,
-                      baselines={n: G.GRAPHS[n] for n in BASELINES}, on_stage=on_stage,
+                      baselines={n: GRAPHS[n] for n in BASELINES}, on_stage=on_stage,
                       tag={"preset": preset.name,
                            "fingerprint": fingerprint(dataclasses.replace(
                                preset, candidates=0), layout)})
@@ -206,20 +211,20 @@ def report(state: search.State, preset_stages: list[search.Stage], top: int = 10
     and baselines (LSTM, GRU, MUT1-3)."""
     rows = search.table(state, preset_stages, "gru")
     names = [s.name for s in preset_stages]
-    found = [r for r in rows if r["origin"] == "child"][:top]
-    known = [r for r in rows if r["origin"] != "child"]
-    children = sum(e["origin"] == "child" for e in state.evals.values())
-    passed = sum(r["origin"] == "child" for r in rows)
+    found = [r for r in rows if r.origin == "child"][:top]
+    known = [r for r in rows if r.origin != "child"]
+    children = sum(e.origin == "child" for e in state.evals.values())
+    passed = sum(r.origin == "child" for r in rows)
     head = ("| cell | fitness | " + " | ".join(f"{n} (rel. GRU)" for n in names)
             + " | evaluations |\n| --- | --- |" + " --- |" * len(names) + " --- |")
-    line = lambda label, r: (f"| {label} | {r['fitness']:.3f} | "
-                             + " | ".join(f"{r['relative'][n]:.3f}" for n in names)
-                             + f" | {r['evaluations']} |")
+    line = lambda label, r: (f"| {label} | {r.fitness:.3f} | "
+                             + " | ".join(f"{r.relative[n]:.3f}" for n in names)
+                             + f" | {r.evaluations} |")
     out = [f"{children} candidate cells created, {passed} passed every stage; "
            f"{len(state.evals)} evaluations in all.", "", head]
-    out += [line(r["name"], r) for r in known]
+    out += [line(r.name, r) for r in known]
     out += [line(f"#{i + 1}", r) for i, r in enumerate(found)]
     for i, r in enumerate(found):
-        out += ["", f"#{i + 1} (fitness {r['fitness']:.3f}; {'; '.join(r['mutations'])}):"]
+        out += ["", f"#{i + 1} (fitness {r.fitness:.3f}; {'; '.join(r.mutations)}):"]
         out += ["    " + e for e in search.describe(r).splitlines()]
     return "\n".join(out)

@@ -17,7 +17,7 @@ split in one compiled call (metrics per member).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +25,7 @@ import numpy as np
 
 from recurrax import tasks as task_lib
 from recurrax.nn import losses
-from recurrax.tasks import Examples
+from recurrax.tasks import Examples, Rolls
 from recurrax.tasks import base as task_base
 from recurrax.train import batching, population
 
@@ -43,7 +43,7 @@ class Setup(NamedTuple):
     higher_is_better: bool
 
 
-def _rolls_as_examples(rolls) -> Examples:
+def _rolls_as_examples(rolls: Rolls) -> Examples:
     """Predict frame t+1 from frames ≤ t: inputs frames[:-1], targets frames[1:]."""
     frames, lengths = rolls.frames, rolls.lengths
     T = frames.shape[1] - 1
@@ -69,11 +69,11 @@ def prepare(name: str, batch: int, unroll: int, task_kwargs: dict | None = None,
 
     if name in ("arithmetic", "memorization"):
         t = task_lib.get(name, **kw)
-        if examples_as_stream:
-            splits = [windows(*task_base.examples_as_stream(e))
-                      for e in (t.train, t.valid, t.test)]
-            return Setup(name, "stream", len(t.vocab), len(t.vocab), "tokens", *splits,
-                         "accuracy", True)
+        if examples_as_stream:  # (these tasks' splits are Examples)
+            train, valid, test = (windows(*task_base.examples_as_stream(cast(Examples, e)))
+                                  for e in (t.train, t.valid, t.test))
+            return Setup(name, "stream", len(t.vocab), len(t.vocab), "tokens", train, valid,
+                         test, "accuracy", True)
         return Setup(name, "examples", len(t.vocab), len(t.vocab), "tokens",
                      batching.ExampleBatches(t.train, batch, seed=0),
                      batching.ExampleBatches(t.valid, batch, shuffle=False),
@@ -86,12 +86,13 @@ def prepare(name: str, batch: int, unroll: int, task_kwargs: dict | None = None,
     if name == "music":
         t = task_lib.music(**kw)
         P = len(t.vocab)
+        train, valid, test = (cast(Rolls, r) for r in (t.train, t.valid, t.test))
         whole = lambda r: batching.ExampleBatches(
             _rolls_as_examples(r), len(r.lengths), shuffle=False)
         return Setup(name, "rolls", P, P, "features",
-                     batching.ExampleBatches(_rolls_as_examples(t.train),
-                                             min(batch, len(t.train.lengths)), seed=0),
-                     whole(t.valid), whole(t.test), "nll_per_step", False)
+                     batching.ExampleBatches(_rolls_as_examples(train),
+                                             min(batch, len(train.lengths)), seed=0),
+                     whole(valid), whole(test), "nll_per_step", False)
     raise ValueError(f"unknown task {name!r}; expected memorization, arithmetic, xml, words "
                      f"or music")
 

@@ -2,12 +2,11 @@
 Exploration of Recurrent Network Architectures* (ICML 2015), keyed by our
 architecture names (`rnn` is the paper's Tanh RNN) and our task names.
 
-Provenance (as the project's data note `shared/data/jozefowicz2015.md` states
-it): the paper's own text is not reachable from these machines. The figures
-are copied from a public study note, "Jozefowicz, Zaremba & Sutskever (2015),
-explained from scratch", which quotes the paper section by section and gives
-the table rounded to 3 significant figures; they agree with what other public
-summaries report. Treat them as the paper's numbers to 3 significant figures
+Provenance: the paper's own text is not reachable from these machines. The
+figures are copied from a public study note, "Jozefowicz, Zaremba & Sutskever
+(2015), explained from scratch", which quotes the paper section by section and
+gives the table rounded to 3 significant figures; they agree with what other
+public summaries report. Treat them as the paper's numbers to 3 significant figures
 (a secondary source, rounded), and say so wherever they are shown.
 
 * `TABLE2[task][arch]`: the paper's results table, columns Arith. (`arithmetic`)

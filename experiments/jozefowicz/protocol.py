@@ -104,7 +104,7 @@ PRESETS = {
                                  "words": dict(vocab_size=2000)},
                     eval_batches=4),
     # 2 CPU cores, under 20 minutes for all ten cells on arithmetic and XML;
-    # the pilots behind each choice are in the README. Problems fed as one
+    # the pilots behind each choice are in docs/experiments.md. Problems fed as one
     # stream (unroll 35, state carried across minibatches and documents, as the
     # paper trains), sums of 2-digit numbers with up to 8 distractors after
     # each character, tag names of 2 to 4 letters, learning rates from 0.5

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from experiments.jozefowicz import findings, paper
-from experiments.jozefowicz.findings import COLUMNS, HIGHER  # noqa: F401 (the table's metrics)
+from experiments.jozefowicz.findings import COLUMNS
 from recurrax.train.results import ResultsFile, unique
 
 

@@ -69,12 +69,15 @@ class StallWatchdog:
         self._thread: threading.Thread | None = None
 
     def _watch(self) -> None:
+        if self.seconds is None:
+            return
+        seconds = self.seconds
         mark_cpu, mark_wall = self.clock(), time.monotonic()
         while not self._stop.wait(self.poll):
             cpu, wall = self.clock(), time.monotonic()
             if not self._armed.is_set() or cpu - mark_cpu >= self.min_cpu:
                 mark_cpu, mark_wall = cpu, wall
-            elif wall - mark_wall >= self.seconds:
+            elif wall - mark_wall >= seconds:
                 self.on_stall()
                 mark_cpu, mark_wall = self.clock(), time.monotonic()
 

@@ -12,6 +12,10 @@
 | mut1    | MUT1 of Jozefowicz et al. (2015)                      |
 | mut2    | MUT2                                                  |
 | mut3    | MUT3                                                  |
+
+A cell of your own marks its recurrent matmuls with `recurrent_matmul(params,
+h, names)` (`h · [W_1 | W_2 | …]`) to get `scan`'s faster derivative, the
+recurrent weights' gradients after the loop.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from recurrax.cells._common import recurrent_matmul
 from recurrax.cells.gru import gru
 from recurrax.cells.lstm import lstm
 from recurrax.cells.mut import mut1, mut2, mut3
@@ -54,4 +59,4 @@ def get(name: str, hidden_size: int, **kwargs: Any) -> Cell:
     return builder(hidden_size, **kwargs)
 
 
-__all__ = ["NAMES", "get", "gru", "lstm", "mut1", "mut2", "mut3", "rnn"]
+__all__ = ["NAMES", "get", "gru", "lstm", "mut1", "mut2", "mut3", "recurrent_matmul", "rnn"]

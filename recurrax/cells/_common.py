@@ -91,11 +91,30 @@ def fused(params: dict[str, jax.Array], names: Sequence[str]) -> jax.Array:
     return jnp.concatenate([params[n] for n in names], axis=-1)
 
 
-def recurrent(params: dict[str, jax.Array], h: jax.Array, names: Sequence[str]) -> jax.Array:
-    """`h @ [W_1 | W_2 | ...]`: a step's matmul of (a function of) the carry by
-    the named recurrent matrices. Marked as such so that `scan` computes its
-    weight gradient after the loop (`recurrax._deferred`)."""
-    return deferred.recurrent_matmul(h, fused(params, names), names)
+def recurrent_matmul(params: dict[str, jax.Array], h: jax.Array,
+                     names: Sequence[str]) -> jax.Array:
+    r"""A step's matmul of (a function of) the carry by recurrent weights:
+
+        a = h · [W_1 | W_2 | …]
+
+    the params `names` concatenated along their last axis (each `(H_in, n_i)`,
+    so `a` has `Σ n_i` features, in the order of `names`). Its value is
+    always `h @ W`; a cell that computes its recurrent matmuls with it (as
+    every built-in cell does) gets the faster derivative of
+    `recurrax.scan(weight_grads="after_loop")`: in `scan`'s loop only
+    `dh_t = da_t Wᵀ` is computed per step, and the weight gradient
+    `dW = Σ_t h_tᵀ da_t` is one GEMM over all `T·batch` rows after the loop
+    (`recurrax._deferred`). Forward mode (`jax.jvp`) works as well.
+
+    Use it for matmuls whose weights are the cell's own params, keys at the
+    top level of the params dict `scan` is given (else `scan` raises a
+    `ValueError`), and whose left factor depends on the carry. Outside `scan`
+    (`recurrax.step`), or inside a transformation applied within the step
+    (`jax.checkpoint`, `vmap`, `cond`), it is plain `h @ W`, differentiated as
+    usual. `h` may have any leading axes.
+    """
+    return deferred.marked_matmul(h, fused(params, names), names)
+
 
 
 def project(

@@ -47,16 +47,16 @@ def gru(
 
     def step_reset_before(params: dict, h: jax.Array, px: jax.Array):
         px_r, px_z, px_h = C.split(px, 3)
-        h_r, h_z = C.split(C.recurrent(params, h, ["W_hr", "W_hz"]), 2)
+        h_r, h_z = C.split(C.recurrent_matmul(params, h, ["W_hr", "W_hz"]), 2)
         r = jax.nn.sigmoid(px_r + h_r)
         z = jax.nn.sigmoid(px_z + h_z)
-        h_tilde = jnp.tanh(px_h + C.recurrent(params, r * h, ["W_hh"]))
+        h_tilde = jnp.tanh(px_h + C.recurrent_matmul(params, r * h, ["W_hh"]))
         h = z * h + (1.0 - z) * h_tilde
         return h, h
 
     def step_reset_after(params: dict, h: jax.Array, px: jax.Array):
         px_r, px_z, px_h = C.split(px, 3)
-        h_r, h_z, h_h = C.split(C.recurrent(params, h, Wh), 3)
+        h_r, h_z, h_h = C.split(C.recurrent_matmul(params, h, Wh), 3)
         r = jax.nn.sigmoid(px_r + h_r)
         z = jax.nn.sigmoid(px_z + h_z)
         h_tilde = jnp.tanh(px_h + r * (h_h + params["b_hh"]))

@@ -60,7 +60,8 @@ def lstm(
 
     def step(params: dict, carry, px: jax.Array):
         c, h = carry
-        pre = dict(zip(blocks, C.split(px + C.recurrent(params, h, Wh), len(blocks)), strict=True))
+        a = px + C.recurrent_matmul(params, h, Wh)
+        pre = dict(zip(blocks, C.split(a, len(blocks)), strict=True))
 
         def gate(k: str):  # a gate switched off is the constant 1
             return jax.nn.sigmoid(pre[k]) if k in pre else 1.0

@@ -56,8 +56,8 @@ def mut1(
     def step(params: dict, h: jax.Array, px: jax.Array):
         px_z, px_r, px_h = C.split(px, 3)
         z = jax.nn.sigmoid(px_z)
-        r = jax.nn.sigmoid(px_r + C.recurrent(params, h, ["W_hr"]))
-        return _interpolate(h, jnp.tanh(C.recurrent(params, r * h, ["W_hh"]) + px_h), z)
+        r = jax.nn.sigmoid(px_r + C.recurrent_matmul(params, h, ["W_hr"]))
+        return _interpolate(h, jnp.tanh(C.recurrent_matmul(params, r * h, ["W_hh"]) + px_h), z)
 
     return Cell(init, C.zeros_carry(H), prepare, step, H)
 
@@ -96,10 +96,10 @@ def mut2(
 
     def step(params: dict, h: jax.Array, px: jax.Array):
         px_z, px_h, px_r = C.split(px, 3)
-        h_z, h_r = C.split(C.recurrent(params, h, ["W_hz", "W_hr"]), 2)
+        h_z, h_r = C.split(C.recurrent_matmul(params, h, ["W_hz", "W_hr"]), 2)
         z = jax.nn.sigmoid(px_z + h_z)
         r = jax.nn.sigmoid(px_r + h_r)
-        return _interpolate(h, jnp.tanh(C.recurrent(params, r * h, ["W_hh"]) + px_h), z)
+        return _interpolate(h, jnp.tanh(C.recurrent_matmul(params, r * h, ["W_hh"]) + px_h), z)
 
     return Cell(init, C.zeros_carry(H), prepare, step, H)
 
@@ -129,8 +129,8 @@ def mut3(
 
     def step(params: dict, h: jax.Array, px: jax.Array):
         px_z, px_r, px_h = C.split(px, 3)
-        z = jax.nn.sigmoid(px_z + C.recurrent(params, jnp.tanh(h), ["W_hz"]))
-        r = jax.nn.sigmoid(px_r + C.recurrent(params, h, ["W_hr"]))
-        return _interpolate(h, jnp.tanh(C.recurrent(params, r * h, ["W_hh"]) + px_h), z)
+        z = jax.nn.sigmoid(px_z + C.recurrent_matmul(params, jnp.tanh(h), ["W_hz"]))
+        r = jax.nn.sigmoid(px_r + C.recurrent_matmul(params, h, ["W_hr"]))
+        return _interpolate(h, jnp.tanh(C.recurrent_matmul(params, r * h, ["W_hh"]) + px_h), z)
 
     return Cell(init, C.zeros_carry(H), C.linear_prepare("mut3", Wx, b), step, H)

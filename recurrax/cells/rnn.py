@@ -31,7 +31,7 @@ def rnn(
     )
 
     def step(params: dict, h: jax.Array, px: jax.Array):
-        h = jnp.tanh(px + C.recurrent(params, h, ["W_hh"]))
+        h = jnp.tanh(px + C.recurrent_matmul(params, h, ["W_hh"]))
         return h, h
 
     return Cell(init, C.zeros_carry(H), C.linear_prepare("rnn", ["W_xh"], ["b_h"]), step, H)

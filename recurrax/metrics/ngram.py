@@ -13,6 +13,7 @@ available (order min(t+1, n)), so every token is scored.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -75,7 +76,8 @@ def _scored(models: list[_Counts], tokens: np.ndarray, order: int):
 
 
 def fit_ngram(train: np.ndarray, valid: np.ndarray, test: np.ndarray, vocab_size: int, *,
-              orders=range(1, 7), ks=(1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)) -> NGramResult:
+              orders: Sequence[int] = range(1, 7),
+              ks: Sequence[float] = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)) -> NGramResult:
     """Fit add-k n-gram models of every order in `orders` on `train`, pick
     (n, k) with the lowest validation bits per token, report its test bits."""
     V = vocab_size
@@ -83,11 +85,11 @@ def fit_ngram(train: np.ndarray, valid: np.ndarray, test: np.ndarray, vocab_size
         raise ValueError(f"fit_ngram: order {max(orders)} over {V} symbols overflows int64 codes")
     train, valid, test = (np.asarray(a, np.int64) for a in (train, valid, test))
     models = [_Counts(train, n, V) for n in range(1, max(orders) + 1)]
-    table = {}
+    table: dict[tuple[int, float], float] = {}
     for n in orders:
         scored = _scored(models, valid, n)
         for k in ks:
             table[(n, k)] = _bits(scored, k, V)
-    order, k = min(table, key=table.get)
+    order, k = min(table, key=table.__getitem__)
     return NGramResult(order, k, table[(order, k)], _bits(_scored(models, test, order), k, V),
                        {f"{n},{kk}": v for (n, kk), v in table.items()})

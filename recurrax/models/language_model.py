@@ -1,8 +1,8 @@
 r"""Token-level sequence models assembled from the library's pieces.
 
 `language_model` is the model of the char-RNN and of the paper's language
-modelling and sequence tasks: an embedding, L recurrent layers, and a dense
-readout to logits over the vocabulary,
+modelling and sequence tasks: an embedding, a `stack` of L recurrent layers,
+and a dense readout to logits over the vocabulary,
 
     e_t = E[w_t],   h⁰_t = e_t,   hˡ_t = cellₗ(hˡ⁻¹_t, hˡ_{t−1}),   z_t = h^L_t W_o + b_o
 
@@ -21,10 +21,10 @@ import jax
 
 from recurrax import cells as cell_lib
 from recurrax import nn
+from recurrax.combinators import layer, stack
 from recurrax.initializers import Initializers
-from recurrax.protocols import Cell
+from recurrax.protocols import Cell, Seq
 from recurrax.resets import append_flags, with_resets
-from recurrax.scan import scan
 from recurrax.scan import step as cell_step
 
 
@@ -113,19 +113,12 @@ def language_model(
             carry = initial_carry(tokens.shape[1:] if inputs == "tokens" else tokens.shape[1:-1])
         keys = [None] * (num_layers + 1) if key is None else list(
             jax.random.split(key, num_layers + 1))
-        x = embed.apply(params["embed"], tokens)
-        finals = []
-        for index, (c, p, h0) in enumerate(zip(layers, params["layers"], carry, strict=True)):
-            if index > 0:
-                x = nn.dropout(keys[index], x, dropout)
-            if resets is None:
-                h, x = scan(c, p, x, h0, unroll=unroll, hoist=hoist)
-            else:
-                h, x = scan(with_resets(c), p, append_flags(x, resets), h0, unroll=unroll,
-                            hoist=hoist)
-            finals.append(h)
+        body = stack([_fed(c, keys[index] if index > 0 else None, dropout, resets,
+                           unroll=unroll, hoist=hoist)
+                      for index, c in enumerate(layers)])
+        finals, x = body.apply(params["layers"], embed.apply(params["embed"], tokens), carry)
         x = nn.dropout(keys[-1], x, dropout)
-        return tuple(finals), readout.apply(params["readout"], x)
+        return finals, readout.apply(params["readout"], x)
 
     def step(params, carry, token):
         x = embed.apply(params["embed"], token)
@@ -136,3 +129,26 @@ def language_model(
         return tuple(finals), readout.apply(params["readout"], x)
 
     return TokenModel(init, apply, step, initial_carry, layers)
+
+
+def _fed(cell: Cell, dropout_key: jax.Array | None, rate: float, resets: jax.Array | None,
+         **options: Any) -> Seq:
+    """`layer(cell, **options)` reading its input `x` as `dropout(x; dropout_key,
+    rate)`, and with `resets` given, `with_resets(cell)` reading that with the
+    flags appended (`append_flags`): one layer of the model's stack, built for
+    one call of `apply`. Its params are the cell's own.
+
+    The stack around it runs without dropout and without a key, so every mask
+    comes from the model's own split `key → (k_0, …, k_L)`: `k_l` on the input
+    of layer l ≥ 1, `k_L` on the readout's input.
+    """
+    inner = layer(cell if resets is None else with_resets(cell), **options)
+
+    def apply(params, xs, carry=None, *, lengths=None, key=None):
+        del key  # the mask's key is `dropout_key`, drawn by the model
+        xs = nn.dropout(dropout_key, xs, rate)
+        if resets is not None:
+            xs = append_flags(xs, resets)
+        return inner.apply(params, xs, carry, lengths=lengths)
+
+    return Seq(cell.init, apply)

@@ -1,12 +1,16 @@
 """The architecture search of Jozefowicz et al. (2015): cells as graphs
-(`graph`), their mutations (`mutations`), a population of different graphs
-run as one program (`universal`), and the staged search loop itself (the
-names re-exported here from `loop`)."""
+(`graph`; `equations` writes one as the paper does, `baselines` holds the
+paper's cells), their mutations (`mutations`), a population of different
+graphs run as one program (`universal`), the search log's typed records
+(`records`) and the staged search loop itself (the names re-exported here
+from `loop`)."""
 
-from recurrax.search import graph, mutations, universal
+from recurrax.search import baselines, equations, graph, mutations, records, universal
 from recurrax.search.loop import (
     Evaluate,
     Proposer,
+    RankedCell,
+    SearchError,
     Stage,
     State,
     describe,
@@ -22,6 +26,7 @@ from recurrax.search.loop import (
 )
 
 __all__ = [
-    "Evaluate", "Proposer", "Stage", "State", "describe", "graph", "load", "mutations", "passes",
-    "propose", "queues", "reference_best", "relative", "run", "seed_round", "table", "universal",
+    "Evaluate", "Proposer", "RankedCell", "SearchError", "Stage", "State", "baselines",
+    "describe", "equations", "graph", "load", "mutations", "passes", "propose", "queues",
+    "records", "reference_best", "relative", "run", "seed_round", "table", "universal",
 ]

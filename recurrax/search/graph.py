@@ -12,11 +12,11 @@ other node is `H` wide and is one of
                                   W_k ∈ ℝ^{H×H} (its `param`) and b_k (`b_k`)
 
 The paper lists Linear(0, ·), Linear(1, ·), Linear(0.9, ·) and Linear(1.1, ·)
-among its mutation activations. The source this project has (the study's
-notes, `shared/data/jozefowicz2015.md`) defines Linear(s, a) as a fresh
-learned linear map whose initial matrix has `s` added to its diagonal, so
-Linear(1, ·) starts near the identity and Linear(0, ·) is an ordinary linear
-layer. Here, in row-vector form,
+among its mutation activations. The source this project has (a public study
+note quoting the paper; `experiments/jozefowicz/paper.py` gives its
+provenance) defines Linear(s, a) as a fresh learned linear map whose initial
+matrix has `s` added to its diagonal, so Linear(1, ·) starts near the
+identity and Linear(0, ·) is an ordinary linear layer. Here, in row-vector form,
 
     Linear(s, a) = a W_k + b_k,   at init   W_k = K + s·I,   b_k = B
 
@@ -27,16 +27,18 @@ by default). A Linear(s, ·) node names its matrix `W_k` (`Node.param`); its
 bias is `b_k` (`param_names`). It reads an `H`-wide value like every
 activation, so one reading `x` needs `D = H`. `lowered` writes it as a
 `linear` node and a `bias` node, which is how `compile` and
-`recurrax.search.universal` run it; `equations` writes it as
-`Linear(s; W_k, b_k)(a)`.
+`recurrax.search.universal` run it; `recurrax.search.equations` writes it
+as `Linear(s; W_k, b_k)(a)`.
 
 `Graph.h` names the node giving `h'` (also the output `y`), and `Graph.c` the
 one giving `c'` for a cell with a memory. `compile(graph, H)` gives a `Cell`:
 every node that depends on `x` alone is computed in `prepare` (its matmuls
 fused into one), the rest in `step`, where the linear maps of one source are
 one matmul marked `recurrent` (so `scan` takes their weight gradients out of
-the loop). `GRAPHS` holds the paper's baselines written this way; they compute
-what `recurrax.cells` computes (tests/test_graph.py).
+the loop). `canonical(graph)` is one key for the graphs that compute the same
+cell up to names and argument order, and `to_json` / `from_json` round-trip a
+graph. `recurrax.search.baselines.GRAPHS` holds the paper's baselines written
+this way; they compute what `recurrax.cells` computes (tests/test_graph.py).
 """
 
 from __future__ import annotations
@@ -80,9 +82,11 @@ class Graph(NamedTuple):
 def param_names(node: Node) -> tuple[str, ...]:
     """The params `node` owns: `(W,)` of a `linear`, `(b,)` of a `bias`,
     `(W_k, b_k)` of a Linear(s, ·) whose `param` is `W_k`; `()` for the rest."""
+    if not node.param:
+        return ()
     if node.op in DIAGONAL_OFFSETS:
         return node.param, "b" + node.param[1:]
-    return (node.param,) if node.param else ()
+    return (node.param,)
 
 
 def order(graph: Graph) -> list[str]:
@@ -220,7 +224,7 @@ def compile(graph: Graph, hidden_size: int,
         values = {"h": h, "c": c, "1": jnp.ones((H,), h.dtype)}
         if handed:
             values.update(zip(handed, C.split(px, len(handed)), strict=True))
-        values = evaluate(params, values, state, C.recurrent)
+        values = evaluate(params, values, state, C.recurrent_matmul)
         new_h = values[graph.h]
         if graph.c is None:
             return new_h, new_h
@@ -231,67 +235,6 @@ def compile(graph: Graph, hidden_size: int,
         return zeros if graph.c is None else (zeros, zeros)
 
     return Cell(init, initial_carry, prepare, step, H)
-
-
-_SYMBOLS = {
-    "text": {"sigmoid": "σ({})", "tanh": "tanh({})", "relu": "relu({})", "mul": " ⊙ ",
-             "sub": " − ", "add": " + ", "W": "{}", "b": "{}",
-             "Linear": "Linear({}; {}, {})({})"},
-    "latex": {"sigmoid": r"\sigma({})", "tanh": r"\tanh({})", "relu": r"\mathrm{{relu}}({})",
-              "mul": r" \odot ", "sub": " - ", "add": " + ", "W": "W_{{{}}}", "b": "b_{{{}}}",
-              "Linear": r"\mathrm{{Linear}}({}; {}, {})({})"},
-}
-
-
-def equations(graph: Graph, latex: bool = False) -> list[str]:
-    r"""The cell as equations, one per output, per node used more than once and
-    per sigmoid gate; the rest is written inline, e.g. MUT1's
-    `h' = tanh((r ⊙ h) W_hh + tanh(x) + b_h) ⊙ z + h ⊙ (1 − z)`, and a
-    Linear(s, ·) node as `Linear(0.9; W_k, b_k)(a)`, i.e. `a W_k + b_k` with
-    `W_k` initialised to its kernel draw plus `0.9·I`.
-    `latex=True` writes LaTeX (`\sigma`, `\odot`, `W_{hh}`)."""
-    sym = _SYMBOLS["latex" if latex else "text"]
-    names = order(graph)
-    uses: dict[str, int] = {}
-    for n in names:
-        for a in graph.nodes[n].args:
-            uses[a] = uses.get(a, 0) + 1
-    outputs = [o for o in (graph.c, graph.h) if o is not None]
-    own_line = {n for n in names if n in outputs or uses.get(n, 0) > 1
-                or graph.nodes[n].op == "sigmoid"}
-
-    def label(n: str) -> str:
-        if n in LEAVES or not latex:
-            return n
-        return n.replace("'", "^{\\prime}")
-
-    def param(name: str, kind: str) -> str:
-        return sym[kind].format(name[2:] if latex else name)
-
-    def expr(n: str, top: bool = False) -> tuple[str, str]:
-        """(text, precedence): "atom", "mul" or "sum"."""
-        if n in LEAVES or (n in own_line and not top):
-            return label(n), "atom"
-        node = graph.nodes[n]
-        a = [expr(arg) for arg in node.args]
-        wrap = lambda t, needs: f"({t[0]})" if t[1] in needs else t[0]
-        if node.op == "linear":
-            return f"{wrap(a[0], ('mul', 'sum'))} {param(node.param, 'W')}", "mul"
-        if node.op == "bias":
-            return f"{a[0][0]} + {param(node.param, 'b')}", "sum"
-        if node.op in ("add", "sub"):
-            rhs = wrap(a[1], ("sum",)) if node.op == "sub" else a[1][0]
-            return f"{a[0][0]}{sym[node.op]}{rhs}", "sum"
-        if node.op == "mul":
-            return f"{wrap(a[0], ('sum',))}{sym['mul']}{wrap(a[1], ('sum',))}", "mul"
-        if node.op == "identity":
-            return a[0]
-        if node.op in DIAGONAL_OFFSETS:
-            W, b = param_names(node)
-            return sym["Linear"].format(node.op[3:], param(W, "W"), param(b, "b"), a[0][0]), "atom"
-        return sym[node.op].format(a[0][0]), "atom"
-
-    return [f"{label(n)} = {expr(n, top=True)[0]}" for n in names if n in own_line]
 
 
 def canonical(graph: Graph) -> str:
@@ -344,102 +287,3 @@ def from_json(text: str) -> Graph:
                    data["nodes"].items()}, data["h"], data.get("c"))
     order(graph)
     return graph
-
-
-def _gate(nodes: dict, gate: str, act: str, x_param: bool = True, h_source: str = "h") -> str:
-    """Add `act((x W_x{gate} + b_{gate}) + source W_h{gate})` to `nodes`;
-    `x_param=False` uses `x + b` (MUT2's reset gate)."""
-    bias_of = f"{gate}_xb"
-    if x_param:
-        nodes[f"{gate}_x"] = Node("linear", ("x",), f"W_x{gate}")
-        nodes[bias_of] = Node("bias", (f"{gate}_x",), f"b_{gate}")
-    else:
-        nodes[bias_of] = Node("bias", ("x",), f"b_{gate}")
-    nodes[f"{gate}_h"] = Node("linear", (h_source,), f"W_h{gate}")
-    nodes[f"{gate}_pre"] = Node("add", (bias_of, f"{gate}_h"))
-    nodes[gate] = Node(act, (f"{gate}_pre",))
-    return gate
-
-
-def _interpolate(nodes: dict, candidate: str, z: str, candidate_first: bool) -> str:
-    """`candidate ⊙ z + h ⊙ (1 − z)` (MUT1-3), or `z ⊙ h + (1 − z) ⊙ candidate` (GRU)."""
-    nodes["1-z"] = Node("sub", ("1", z))
-    if candidate_first:
-        nodes["keep_new"] = Node("mul", (candidate, z))
-        nodes["keep_old"] = Node("mul", ("h", "1-z"))
-        nodes["h'"] = Node("add", ("keep_new", "keep_old"))
-    else:
-        nodes["keep_old"] = Node("mul", (z, "h"))
-        nodes["keep_new"] = Node("mul", ("1-z", candidate))
-        nodes["h'"] = Node("add", ("keep_old", "keep_new"))
-    return "h'"
-
-
-def _rnn() -> Graph:
-    nodes: dict = {}
-    nodes["h W"] = Node("linear", ("h",), "W_hh")
-    nodes["pre"] = Node("add", (_x_term(nodes), "h W"))
-    nodes["h'"] = Node("tanh", ("pre",))
-    return Graph(nodes, "h'")
-
-
-def _lstm() -> Graph:
-    nodes: dict = {}
-    i, f, g, o = (_gate(nodes, k, act) for k, act in
-                  [("i", "sigmoid"), ("f", "sigmoid"), ("g", "tanh"), ("o", "sigmoid")])
-    nodes["f*c"] = Node("mul", (f, "c"))
-    nodes["i*g"] = Node("mul", (i, g))
-    nodes["c'"] = Node("add", ("f*c", "i*g"))
-    nodes["tanh c'"] = Node("tanh", ("c'",))
-    nodes["h'"] = Node("mul", (o, "tanh c'"))
-    return Graph(nodes, "h'", "c'")
-
-
-def _candidate(nodes: dict, r: str, x_term: str) -> str:
-    """`tanh(x_term + (r ⊙ h) W_hh)` in the order the cells add them."""
-    nodes["r*h"] = Node("mul", (r, "h"))
-    nodes["rh_W"] = Node("linear", ("r*h",), "W_hh")
-    nodes["cand_pre"] = Node("add", (x_term, "rh_W"))
-    nodes["cand"] = Node("tanh", ("cand_pre",))
-    return "cand"
-
-
-def _x_term(nodes: dict) -> str:
-    nodes["xh"] = Node("linear", ("x",), "W_xh")
-    nodes["xh_b"] = Node("bias", ("xh",), "b_h")
-    return "xh_b"
-
-
-def _gru() -> Graph:
-    nodes: dict = {}
-    r, z = _gate(nodes, "r", "sigmoid"), _gate(nodes, "z", "sigmoid")
-    return Graph(nodes, _interpolate(nodes, _candidate(nodes, r, _x_term(nodes)), z, False))
-
-
-def _mut1() -> Graph:
-    nodes: dict = {"z_x": Node("linear", ("x",), "W_xz")}
-    nodes["z_xb"] = Node("bias", ("z_x",), "b_z")
-    nodes["z"] = Node("sigmoid", ("z_xb",))
-    r = _gate(nodes, "r", "sigmoid")
-    nodes["tanh x"] = Node("tanh", ("x",))
-    nodes["tanh x + b"] = Node("bias", ("tanh x",), "b_h")
-    return Graph(nodes, _interpolate(nodes, _candidate(nodes, r, "tanh x + b"), "z", True))
-
-
-def _mut2() -> Graph:
-    nodes: dict = {}
-    z = _gate(nodes, "z", "sigmoid")
-    r = _gate(nodes, "r", "sigmoid", x_param=False)
-    return Graph(nodes, _interpolate(nodes, _candidate(nodes, r, _x_term(nodes)), z, True))
-
-
-def _mut3() -> Graph:
-    nodes: dict = {"tanh h": Node("tanh", ("h",))}
-    z = _gate(nodes, "z", "sigmoid", h_source="tanh h")
-    r = _gate(nodes, "r", "sigmoid")
-    return Graph(nodes, _interpolate(nodes, _candidate(nodes, r, _x_term(nodes)), z, True))
-
-
-#: The paper's baselines as graphs, with the param names of `recurrax.cells`.
-GRAPHS = {"rnn": _rnn(), "lstm": _lstm(), "gru": _gru(), "mut1": _mut1(), "mut2": _mut2(),
-          "mut3": _mut3()}

@@ -26,20 +26,31 @@ The evaluations of one stage are trained together: each stage has a queue,
 and a stage runs when `population` evaluations wait in it (the last stage
 first), so every stage is one compiled program trained on full populations;
 at the end the queues are flushed (padded). Every created evaluation and every
-stage score is one line of the log (`recurrax.train.results.ResultsFile`); a rerun
-rebuilds the list and the queues from it and goes on where it stopped.
+stage score is one line of the log (a `recurrax.search.records.Evaluation` or
+`Score` in a `recurrax.train.results.ResultsFile`); a rerun rebuilds the list
+and the queues from it and goes on where it stopped. What cannot go on (a log
+of another search, no cell to mutate) raises `SearchError`, a `ValueError`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import NamedTuple
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from recurrax.search import graph as G
-from recurrax.search import mutations
+from recurrax.search import mutations, records
+from recurrax.search.equations import equations
+from recurrax.search.records import Evaluation, Origin, Score
 from recurrax.train.results import ResultsFile
+
+
+class SearchError(ValueError):
+    """A search that cannot start or go on: its log holds another search's
+    evaluations or a line that is no search record, its reference is no seed,
+    its population cannot hold the seeds, or no new cell can be proposed."""
 
 
 class Stage(NamedTuple):
@@ -49,38 +60,46 @@ class Stage(NamedTuple):
 
 
 class State(NamedTuple):
-    """What the log says: `evals` id -> its creation record, `scores` id ->
-    {stage: score or None (diverged)}."""
+    """What the log says: `evals` id -> its `Evaluation`, `scores` id ->
+    {stage: score or None (diverged)}, and `problems`, the log's lines that
+    could not be read (torn by a killed writer; ignored)."""
 
-    evals: dict
-    scores: dict
+    evals: dict[str, Evaluation]
+    scores: dict[str, dict[str, float | None]]
+    problems: tuple[str, ...] = ()
 
 
 def load(log: ResultsFile) -> State:
-    records, problems = log.read()
-    for p in problems:
-        print(p)
-    evals, scores = {}, {}
-    for r in records:
-        if r.get("kind") == "eval":
-            evals.setdefault(r["id"], r)
-            scores.setdefault(r["id"], {})
-        elif r.get("kind") == "score":
-            scores.setdefault(r["id"], {}).setdefault(r["stage"], r["score"])
-    return State(evals, scores)
+    """The state `log` records (the first record of an id, or of an id and a
+    stage, counts); `SearchError` naming the file for a line that is no
+    search record."""
+    lines, problems = log.read()
+    evals: dict[str, Evaluation] = {}
+    scores: dict[str, dict[str, float | None]] = {}
+    for line in lines:
+        try:
+            record = records.from_json(line)
+        except ValueError as e:
+            raise SearchError(f"{log.path}: {e}; is it a search log?") from None
+        if isinstance(record, Evaluation):
+            evals.setdefault(record.id, record)
+            scores.setdefault(record.id, {})
+        else:
+            scores.setdefault(record.id, {}).setdefault(record.stage, record.score)
+    return State(evals, scores, tuple(problems))
 
 
 def reference_best(state: State, stages: list[Stage], reference: str) -> dict[str, float]:
     """The reference cell's best score per stage (stages it has no score on are absent)."""
     best: dict[str, float] = {}
     for i, e in state.evals.items():
-        if e.get("name") != reference:
+        if e.name != reference:
             continue
         for s in stages:
             v = state.scores[i].get(s.name)
             if v is not None:
-                pick = max if s.higher_is_better else min
-                best[s.name] = pick(best.get(s.name, v), v)
+                old = best.get(s.name, v)
+                best[s.name] = max(old, v) if s.higher_is_better else min(old, v)
     return best
 
 
@@ -93,35 +112,48 @@ def relative(stage: Stage, score: float | None, best: dict[str, float]) -> float
     return score / max(ref, tiny) if stage.higher_is_better else ref / max(score, tiny)
 
 
-def passes(stage: Stage, evaluation: dict, score: float | None, best: dict) -> bool:
-    if evaluation["origin"] != "child":
+def passes(stage: Stage, evaluation: Evaluation, score: float | None,
+           best: dict[str, float]) -> bool:
+    if evaluation.origin != "child":
         return True
     r = relative(stage, score, best)
     return r is not None and r >= stage.bar
 
 
-def table(state: State, stages: list[Stage], reference: str) -> list[dict]:
-    """One row per cell (graph key) with a score on every stage, best first:
-    `{"key", "name", "graph", "fitness", "relative": {stage: best r_s},
-    "evaluations", "mutations", "parent"}`."""
+class RankedCell(NamedTuple):
+    """One cell (graph key) of `table`: what its first evaluation says of it,
+    its best `r_s` per stage (`relative`), its `fitness` (their minimum) and
+    its number of `evaluations`."""
+
+    key: str
+    name: str | None
+    graph: str
+    origin: Origin
+    relative: dict[str, float]
+    evaluations: int
+    mutations: tuple[str, ...]
+    parent: str | None
+    fitness: float
+
+
+def table(state: State, stages: list[Stage], reference: str) -> list[RankedCell]:
+    """One row per cell with a score on every stage, best first."""
     best = reference_best(state, stages, reference)
-    cells: dict[str, dict] = {}
+    first: dict[str, Evaluation] = {}
+    evaluations: dict[str, int] = {}
+    best_relative: dict[str, dict[str, float]] = {}
     for i, e in state.evals.items():
-        row = cells.setdefault(e["graph_key"], {
-            "key": e["graph_key"], "name": e.get("name"), "graph": e["graph"],
-            "origin": e["origin"],
-            "relative": {}, "evaluations": 0, "mutations": e.get("mutations", []),
-            "parent": e.get("parent")})
-        row["evaluations"] += 1
+        first.setdefault(e.graph_key, e)
+        evaluations[e.graph_key] = evaluations.get(e.graph_key, 0) + 1
+        rel = best_relative.setdefault(e.graph_key, {})
         for s in stages:
             r = relative(s, state.scores[i].get(s.name), best)
             if r is not None:
-                row["relative"][s.name] = max(row["relative"].get(s.name, r), r)
-    rows = []
-    for row in cells.values():
-        if all(s.name in row["relative"] for s in stages):
-            rows.append({**row, "fitness": min(row["relative"][s.name] for s in stages)})
-    return sorted(rows, key=lambda r: -r["fitness"])
+                rel[s.name] = max(rel.get(s.name, r), r)
+    rows = [RankedCell(key, e.name, e.graph, e.origin, best_relative[key], evaluations[key],
+                       e.mutations, e.parent, min(best_relative[key][s.name] for s in stages))
+            for key, e in first.items() if all(s.name in best_relative[key] for s in stages)]
+    return sorted(rows, key=lambda r: -r.fitness)
 
 
 def queues(state: State, stages: list[Stage], reference: str) -> list[list[str]]:
@@ -143,7 +175,7 @@ def queues(state: State, stages: list[Stage], reference: str) -> list[list[str]]
 class Proposer(NamedTuple):
     """How a round's evaluations are drawn."""
 
-    draw_hyper: Callable[[np.random.Generator], dict]
+    draw_hyper: Callable[[np.random.Generator], dict[str, Any]]
     accept: Callable[[G.Graph], bool] = lambda g: True
     p_reevaluate: float = 0.2
     keep: int = 100
@@ -151,99 +183,99 @@ class Proposer(NamedTuple):
 
 
 def propose(state: State, stages: list[Stage], reference: str, proposer: Proposer,
-            rng: np.random.Generator, n: int, round_index: int, first_id: int) -> list[dict]:
-    """`n` new evaluation records (children and re-evaluations) for one round."""
-    listed = [r for r in table(state, stages, reference) if r["origin"] != "baseline"]
+            rng: np.random.Generator, n: int, round_index: int,
+            first_id: int) -> list[Evaluation]:
+    """`n` new evaluations (children and re-evaluations) for one round."""
+    listed = [r for r in table(state, stages, reference) if r.origin != "baseline"]
     listed = listed[:proposer.keep]
     if not listed:
-        raise ValueError("search: no cell has passed every stage yet (the seeds' round "
-                         "must finish first)")
-    seen = {e["graph_key"] for e in state.evals.values()}
+        raise SearchError("search: no cell has passed every stage yet (the seeds' round "
+                          "must finish first)")
+    seen = {e.graph_key for e in state.evals.values()}
     out = []
     for j in range(n):
-        base = {"kind": "eval", "id": f"e{first_id + j}", "round": round_index,
-                "hyper": proposer.draw_hyper(rng)}
+        eval_id, hyper = f"e{first_id + j}", proposer.draw_hyper(rng)
         if rng.random() < proposer.p_reevaluate:
             cell = listed[rng.integers(len(listed))]
-            out.append({**base, "origin": "reevaluate", "graph_key": cell["key"],
-                        "graph": cell["graph"], "name": cell["name"], "parent": None,
-                        "mutations": cell["mutations"]})
+            out.append(Evaluation(eval_id, round_index, "reevaluate", cell.key, cell.graph,
+                                  cell.name, None, cell.mutations, hyper))
             continue
         for _ in range(100):
             parent = listed[rng.integers(len(listed))]
-            child, how = mutations.mutate(G.from_json(parent["graph"]), rng,
+            child, how = mutations.mutate(G.from_json(parent.graph), rng,
                                           max_nodes=proposer.max_nodes)
             key = G.canonical(child)
             if key not in seen and proposer.accept(child):
                 break
         else:
-            raise ValueError("search: 100 mutations in a row gave only cells already "
-                             "evaluated or not accepted")
+            raise SearchError("search: 100 mutations in a row gave only cells already "
+                              "evaluated or not accepted")
         seen.add(key)
-        out.append({**base, "origin": "child", "graph_key": key, "graph": G.to_json(child),
-                    "name": None, "parent": parent["key"], "mutations": how})
+        out.append(Evaluation(eval_id, round_index, "child", key, G.to_json(child), None,
+                              parent.key, tuple(how), hyper))
     return out
 
 
 def seed_round(seeds: dict[str, G.Graph], baselines: dict[str, G.Graph], proposer: Proposer,
-               rng: np.random.Generator, population: int) -> list[dict]:
+               rng: np.random.Generator, population: int) -> list[Evaluation]:
     """Round 0: `population` evaluations of the seed and baseline cells, in turn."""
     cells = {**seeds, **baselines}
     if population < len(cells):
-        raise ValueError(f"search: a population of {population} cannot hold the "
-                         f"{len(cells)} seed and baseline cells")
+        raise SearchError(f"search: a population of {population} cannot hold the "
+                          f"{len(cells)} seed and baseline cells")
     out = []
     names = list(cells)
     for j in range(population):
         name = names[j % len(names)]
         g = cells[name]
         origin = "seed" if name in seeds else "baseline"
-        out.append({"kind": "eval", "id": f"e{j}", "round": 0, "origin": origin,
-                    "graph_key": G.canonical(g), "graph": G.to_json(g), "name": name,
-                    "parent": None, "mutations": [], "hyper": proposer.draw_hyper(rng)})
+        out.append(Evaluation(f"e{j}", 0, origin, G.canonical(g), G.to_json(g), name, None, (),
+                              proposer.draw_hyper(rng)))
     return out
 
 
-Evaluate = Callable[[Stage, list[G.Graph], list[dict]], list]
+#: `evaluate(stage, graphs, hypers)`: a score per evaluation (None: diverged).
+Evaluate = Callable[[Stage, list[G.Graph], list[dict[str, Any]]], Sequence[float | None]]
 
 
 def run(log: ResultsFile, stages: list[Stage], seeds: dict[str, G.Graph], evaluate: Evaluate,
         proposer: Proposer, *, population: int, candidates: int, reference: str = "gru",
         baselines: dict[str, G.Graph] | None = None, seed: int = 0,
-        on_stage: Callable | None = None, tag: dict | None = None) -> State:
+        on_stage: Callable[[Stage, list[str], State], Any] | None = None,
+        tag: dict[str, Any] | None = None) -> State:
     """Search until `candidates` children have been created and every queue
     is empty; resumes from `log`. `evaluate(stage, graphs, hypers)` trains the
     evaluations of one population on one stage and returns a score (or None,
     diverged) per evaluation. `on_stage(stage, ids, state)` is called after
     each stage's population (for progress). `tag` is written into every
-    evaluation record; a log holding records with another tag is refused (it
-    belongs to another definition of the search)."""
+    evaluation record; a log holding records with another tag is refused with
+    a `SearchError` (it belongs to another definition of the search)."""
     if reference not in seeds:
-        raise ValueError(f"search: the reference {reference!r} must be one of the seeds "
-                         f"{sorted(seeds)}")
+        raise SearchError(f"search: the reference {reference!r} must be one of the seeds "
+                          f"{sorted(seeds)}")
     tag = tag or {}
     state = load(log)
-    other = sum(any(e.get(k) != v for k, v in tag.items()) for e in state.evals.values())
+    other = sum(any(e.tag.get(k) != v for k, v in tag.items()) for e in state.evals.values())
     if other:
-        raise SystemExit(f"{log.path} holds {other} evaluations of another search ({tag} "
-                         f"expected); move that file away or log to a new one")
+        raise SearchError(f"{log.path} holds {other} evaluations of another search ({tag} "
+                          f"expected); move that file away or log to a new one")
     if not state.evals:
         for r in seed_round(seeds, baselines or {}, proposer,
                             np.random.default_rng([seed, 0]), population):
-            log.append({**r, **tag})
+            log.append(replace(r, tag=tag).to_json())
         state = load(log)
     while True:
         waiting = queues(state, stages, reference)
-        children = sum(e["origin"] == "child" for e in state.evals.values())
+        children = sum(e.origin == "child" for e in state.evals.values())
         full = [k for k, q in enumerate(waiting) if len(q) >= population]
         if full:
             k = full[-1]
         elif children < candidates:  # a new round fills the first queue
-            rounds = 1 + max(e["round"] for e in state.evals.values())
+            rounds = 1 + max(e.round for e in state.evals.values())
             rng = np.random.default_rng([seed, rounds])
             for r in propose(state, stages, reference, proposer, rng,
                              population - len(waiting[0]), rounds, len(state.evals)):
-                log.append({**r, **tag})
+                log.append(replace(r, tag=tag).to_json())
             state = load(log)
             continue
         elif any(waiting):  # the end: flush the queues, earliest first
@@ -251,17 +283,16 @@ def run(log: ResultsFile, stages: list[Stage], seeds: dict[str, G.Graph], evalua
         else:
             return state
         ids = waiting[k][:population]
-        graphs = [G.from_json(state.evals[i]["graph"]) for i in ids]
-        scores = evaluate(stages[k], graphs, [state.evals[i]["hyper"] for i in ids])
+        graphs = [G.from_json(state.evals[i].graph) for i in ids]
+        scores = evaluate(stages[k], graphs, [state.evals[i].hyper for i in ids])
         for i, v in zip(ids, scores, strict=True):
-            log.append({"kind": "score", "id": i, "stage": stages[k].name,
-                        "score": None if v is None or not np.isfinite(v) else float(v)})
+            score = None if v is None or not np.isfinite(v) else float(v)
+            log.append(Score(i, stages[k].name, score).to_json())
         state = load(log)
         if on_stage is not None:
             on_stage(stages[k], ids, state)
 
 
-def describe(row: dict) -> str:
+def describe(row: RankedCell) -> str:
     """A cell of `table` as its equations, one per line."""
-    return "\n".join(G.equations(G.from_json(row["graph"])))
-
+    return "\n".join(equations(G.from_json(row.graph)))

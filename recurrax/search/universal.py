@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import collections
 import functools
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -59,6 +59,7 @@ from jax import lax
 from recurrax.cells import _common as C
 from recurrax.protocols import Cell
 from recurrax.search import graph as G
+from recurrax.search.baselines import GRAPHS
 
 X, H_ROW, C_ROW, ONE, ZERO = range(5)
 FIRST = 5  # the row of slot 0
@@ -153,7 +154,8 @@ def encode(graph: G.Graph, layout: Layout = Layout()) -> tuple[Program, dict[str
             param_slot[node.param] = matrix[k] if node.op == "linear" else ("b", k)
             diag[k] = offsets.get(node.param, 0.0)
     out_c = ZERO if graph.c is None else row[graph.c]
-    return Program(op, a, b, np.int32(row[graph.h]), np.int32(out_c), diag), param_slot
+    return (Program(op, a, b, np.asarray(row[graph.h], np.int32), np.asarray(out_c, np.int32),
+                    diag), param_slot)
 
 
 def fits(graph: G.Graph, layout: Layout = Layout()) -> bool:
@@ -235,7 +237,7 @@ def _expand(v, like):
     return v.reshape(v.shape[:1] + (1,) * (like.ndim - v.ndim) + v.shape[1:])
 
 
-def _forward(prog: Program, W, bias, rows, plan: Plan):
+def _forward(prog: Program, W, bias, rows: jax.Array, plan: Plan) -> jax.Array:
     """Compute the groups of `plan` into the buffer `rows[R, ..., H]`; each row
     is written once, before any slot reads it."""
     for kind, k, n, w in plan:
@@ -247,7 +249,7 @@ def _forward(prog: Program, W, bias, rows, plan: Plan):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _run(prog: Program, W, bias, rows, plan: Plan):
+def _run(prog: Program, W, bias, rows: jax.Array, plan: Plan) -> jax.Array:
     return _forward(prog, W, bias, rows, plan)
 
 
@@ -292,7 +294,7 @@ def cell(hidden_size: int, graph: G.Graph | None = None, layout: Layout = Layout
     plans = {part: tuple((kind, k, n, matrix[k][1] if k in matrix else -1)
                          for kind, k, n in layout.groups(part)) for part in ("prepare", "step")}
     n_prepare = sum(n for _, n in layout.prepare)
-    program, _ = encode(G.GRAPHS["gru"] if graph is None else graph, layout)
+    program, _ = encode(GRAPHS["gru"] if graph is None else graph, layout)
     shapes = _shapes(layout, H)
 
     def init(key: jax.Array, input_size: int) -> dict:
@@ -307,11 +309,13 @@ def cell(hidden_size: int, graph: G.Graph | None = None, layout: Layout = Layout
                                       "W_step": draw(keys[1], shapes["W_step"][0]),
                                       "b": jnp.zeros(shapes["b"]), "program": program}, layout)
 
-    def run(params, part, x, h, c, prepared):
+    def run(params, part, x, h, c, prepared) -> jax.Array:
         fixed = [x, h, c, jnp.ones_like(x), jnp.zeros_like(x), *prepared]
         pad = jnp.zeros((FIRST + layout.slots - len(fixed), *x.shape), x.dtype)
         rows = jnp.concatenate([jnp.stack(fixed), pad])
-        return _run(params["program"], params[f"W_{part}"], params["b"], rows, plans[part])
+        # cast: functools.partial(jax.custom_vjp, ...) hides _run's return type from pyright
+        return cast(jax.Array, _run(params["program"], params[f"W_{part}"], params["b"], rows,
+                                    plans[part]))
 
     def prepare(params, xs):
         C.check_input_features("universal", xs, H)

@@ -109,10 +109,11 @@ def ranked_words(counts: Mapping[str, int], min_count: int = 1) -> list[str]:
 
 
 Item = TypeVar("Item")
-Draw = Callable[[np.random.Generator, int], list[tuple[Hashable, Item]]]
+Draw = Callable[[np.random.Generator, int], Sequence[tuple[Hashable, Item]]]
 
 
-def draw_disjoint(seed: int, sizes: dict[str, int], draw: Draw, hint: str) -> dict[str, list[Item]]:
+def draw_disjoint(seed: int, sizes: dict[str, int], draw: Draw[Item],
+                  hint: str) -> dict[str, list[Item]]:
     """Draw `sizes[split]` items per split with `draw(rng, n) -> [(key, item)] * n`.
 
     Each split uses its own child generator of `default_rng(seed)`; splits are
@@ -200,4 +201,5 @@ def encode_chars(text: str, vocab: Sequence[str], unk: int | None = None) -> np.
 def generated_task(name: str, vocab: Sequence[str], splits: dict[str, list],
                    convert: Callable[[list], Split], metric: str = "accuracy") -> Task:
     """A generated task from its drawn splits, each turned into arrays by `convert`."""
-    return Task(name, tuple(vocab), *(convert(splits[s]) for s in SPLITS), metric, True)
+    train, valid, test = (convert(splits[s]) for s in SPLITS)
+    return Task(name, tuple(vocab), train, valid, test, metric, True)

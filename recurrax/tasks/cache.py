@@ -20,6 +20,7 @@ import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
@@ -52,7 +53,8 @@ def atomic_write(path: Path, data: bytes) -> None:
 def save_npz(path: Path, **arrays: np.ndarray) -> None:
     """`numpy.savez_compressed` of `arrays`, written atomically to `path`."""
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
+    # typed loosely: numpy's stub would read an array named "allow_pickle" as that flag
+    np.savez_compressed(buffer, **cast(dict[str, Any], arrays))
     atomic_write(path, buffer.getvalue())
 
 

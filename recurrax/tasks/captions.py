@@ -198,6 +198,8 @@ def render_font(font_file: str | os.PathLike[str],
     font = TTFont(font_file)
     coloured = colour_glyph_ids(font.getTableData("COLR")) if "COLR" in font else set()
     cmap = font.getBestCmap()
+    if cmap is None:
+        raise ValueError(f"{font_file}: the font has no Unicode character map")
     points = [p for p in sorted(cmap)
               if font.getGlyphID(cmap[p]) in coloured and unicodedata.name(chr(p), None)]
     big = 2 * size

@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 import os
 import re
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, cast
 
 import numpy as np
 
@@ -57,7 +58,8 @@ def _parse(max_chorales: int | None) -> dict[str, np.ndarray]:
         from music21 import corpus
     except ImportError as err:
         raise ImportError("music() needs music21: pip install recurrax[music]") from err
-    names = sorted(set(corpus.chorales.Iterator(returnType="filename")), key=catalogue_key)
+    filenames = cast(Iterable[str], corpus.chorales.Iterator(returnType="filename"))
+    names = sorted(set(filenames), key=catalogue_key)
     if max_chorales is not None and max_chorales > len(names):
         raise ValueError(f"max_chorales: expected at most {len(names)} (the chorales in the "
                          f"music21 corpus) or None, got {max_chorales}")

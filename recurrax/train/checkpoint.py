@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from typing import Any
+from typing import Any, cast
 
 from flax import serialization
 
@@ -40,6 +40,6 @@ def restore(path: str | os.PathLike, template: Any) -> tuple[Any, dict]:
     (a state of the same shapes, e.g. a freshly initialised one). Returns
     `(state, metadata)`."""
     with open(path, "rb") as f:
-        payload = serialization.msgpack_restore(f.read())
+        payload = cast(dict[str, Any], serialization.msgpack_restore(f.read()))
     state = serialization.from_state_dict(template, payload["state"])
     return state, json.loads(payload["metadata"])

@@ -10,6 +10,9 @@ Per member m, each step:
 
     g = ∇θ L(θ_m),   g ← g · min(1, c_m / ‖g‖₂),   θ_m ← θ_m + opt(g; η_m)
 
+with the clipping of `train.make_optimizer(clip_norm=…)`, optax's
+`clip_by_global_norm`, at each member's own c_m.
+
 Members may also differ in constants that are not trained: `context`, a
 pytree with a leading member axis (e.g. each member's architecture, a
 `recurrax.search.universal.Program`), handed to the loss as its fifth argument.
@@ -38,6 +41,11 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from recurrax.train import step as train
 from recurrax.train.step import TrainState
+
+# `loss_fn(params, batch, carry, key[, context]) -> (loss, (carry, metrics))`: a
+# `train.LossFn`, given the member's `context` as a fifth argument when the
+# population has one.
+MemberLossFn = Callable[..., tuple[jax.Array, tuple[Any, dict]]]
 
 
 class Population(NamedTuple):
@@ -136,7 +144,7 @@ def _scaled(params: Any, s: jax.Array, offset: Any) -> Any:
     return jax.tree.map(one, params, offset)
 
 
-def make_population_step(loss_fn: train.LossFn, optimizer: optax.GradientTransformation
+def make_population_step(loss_fn: MemberLossFn, optimizer: optax.GradientTransformation
                          ) -> Callable[[Population, Any], tuple[Population, dict]]:
     """`step(population, batch) -> (population, metrics[M])`, one `jit` for all
     members; `loss_fn` as for `train.make_train_step`, called with the
@@ -149,8 +157,7 @@ def make_population_step(loss_fn: train.LossFn, optimizer: optax.GradientTransfo
         (loss, (carry, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params, batch, state.carry, step_key, *extra)
         norm = optax.tree.norm(grads)
-        factor = jnp.where(norm > clip, clip / norm, 1.0)
-        grads = jax.tree.map(lambda g: g * factor.astype(g.dtype), grads)
+        grads = _clip_by_global_norm(grads, clip)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         bad = ~(jnp.isfinite(loss) & jnp.isfinite(norm) & _finite(params))
@@ -173,7 +180,23 @@ def make_population_step(loss_fn: train.LossFn, optimizer: optax.GradientTransfo
     return step
 
 
-def make_population_steps(loss_fn: train.LossFn, optimizer: optax.GradientTransformation
+def _clip_by_global_norm(grads: Any, max_norm: jax.Array) -> Any:
+    """`optax.clip_by_global_norm(max_norm)`, the clipping of
+    `train.make_optimizer(clip_norm=…)`, at a traced norm (each member its own):
+
+        g ← g                   if ‖g‖₂ < c
+        g ← (g / ‖g‖₂) · c      otherwise
+
+    Given a traced float32 `c`, optax cannot keep a narrower leaf's dtype (for
+    bfloat16 its `lax.select` refuses the mix of dtypes), so such leaves are
+    clipped in float32 and cast back; float32 gradients go through optax
+    untouched."""
+    wide = jax.tree.map(lambda g: g.astype(jnp.promote_types(g.dtype, max_norm.dtype)), grads)
+    clipped, _ = optax.clip_by_global_norm(max_norm).update(wide, optax.EmptyState())
+    return jax.tree.map(lambda c, g: c.astype(g.dtype), clipped, grads)
+
+
+def make_population_steps(loss_fn: MemberLossFn, optimizer: optax.GradientTransformation
                           ) -> Callable[[Population, Any], tuple[Population, dict]]:
     """`steps(population, batches) -> (population, metrics[K, M])`: K steps of
     `make_population_step` in one compiled call, a `lax.scan` over the leading
