@@ -1,4 +1,4 @@
-"""NumPy references written straight from the equations in docs/design.md.
+"""NumPy references written straight from the equations in docs/cells.md.
 
 Nothing here imports recurrax: these are the independent implementations the
 library is checked against. Float64 throughout; one sequence at a time, one
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-# Parameter names per cell, as docs/design.md lists them.
+# Parameter names per cell, as docs/cells.md lists them.
 GATES = {"lstm": "ifgo", "lstm-i": "fgo", "lstm-f": "igo", "lstm-o": "ifg", "lstm-b": "ifgo"}
 PARAM_NAMES = {
     "rnn": (["W_xh"], ["W_hh"], ["b_h"]),

@@ -4,7 +4,7 @@ import pytest
 
 from recurrax.models.budget import count_params, hidden_for_budget
 
-# Per layer, from the equations in docs/design.md: (input kernels, recurrent kernels, biases)
+# Per layer, from the equations in docs/cells.md: (input kernels, recurrent kernels, biases)
 BLOCKS = {"rnn": (1, 1, 1), "lstm": (4, 4, 4), "lstm-i": (3, 3, 3), "lstm-f": (3, 3, 3),
           "lstm-o": (3, 3, 3), "lstm-b": (4, 4, 4), "gru": (3, 3, 3), "mut1": (2, 2, 3),
           "mut2": (2, 3, 3), "mut3": (3, 3, 3)}

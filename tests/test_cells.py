@@ -1,4 +1,4 @@
-"""Every cell against the NumPy references written from docs/design.md."""
+"""Every cell against the NumPy references written from the equations in docs/cells.md."""
 
 import jax
 import jax.numpy as jnp

@@ -31,7 +31,7 @@ from recurrax.search import universal
 from recurrax.train import population
 
 #: jaxlib versions whose batched LAPACK kernels deadlock (measured: 0.10.0-0.10.2 stall,
-#: 0.9.2 does not; README, "XLA CPU stalls: the cause, removed").
+#: 0.9.2 does not; docs/experiments.md, "XLA CPU stalls: the cause, removed").
 AFFECTED_JAXLIB = ("0.10.0", "0.10.1", "0.10.2")
 REPRODUCER = Path(__file__).with_name("lapack_stall_reproducer.py")
 STALLED = 3  # the reproducer's exit status for a stall
@@ -147,4 +147,4 @@ def test_reproducer_batched_stalls_exactly_on_affected_jaxlib():
         f"the batched reproducer {'stalled' if stalled else 'did not stall in 60 s'}: update "
         f"AFFECTED_JAXLIB, the docstrings of recurrax.train.population, "
         f"recurrax.metrics.gradient_flow and "
-        f"experiments.jozefowicz.watchdog, and the README's 'XLA CPU stalls'.\n{log}")
+        f"experiments.jozefowicz.watchdog, and docs/experiments.md's 'XLA CPU stalls'.\n{log}")

