@@ -24,9 +24,10 @@ How: a cell marks its recurrent matmuls by computing them with
 `recurrax.cells.recurrent_matmul(params, h, names)`. The loop is a
 `jax.custom_jvp` whose derivative is written so that its transpose is the
 GEMM above. Its JVP rule runs the loop once (`jax.linearize`) in a tapped
-form: each marked matmul is `h_t @ stop_gradient(W) + z_t`, `z_t` a slice of
-a zero array passed in as a scanned input, and `h_t` comes out as an extra
-output. The weight's tangent `dW` reaches the tangent loop only through `z`:
+form: each marked matmul is `h_t @ W + z_t` with `W` held fixed (closed over,
+not an argument of `linearize`), `z_t` a slice of a zero array passed in as a
+scanned input, and `h_t` comes out as an extra output. The weight's tangent
+`dW` reaches the tangent loop only through `z`:
 
     u = H · dW        (all steps at once, one GEMM outside the loop)
     d(h_t W) = dh_t W + u_t
@@ -65,7 +66,7 @@ import contextlib
 import contextvars
 import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, Literal, NamedTuple, get_args
+from typing import Any, Literal, NamedTuple, cast, get_args
 
 import jax
 import jax.extend.core
@@ -84,7 +85,7 @@ def check_weight_grads(where: str, weight_grads: object) -> WeightGrads:
             f"{where}: weight_grads must be one of {', '.join(map(repr, WEIGHT_GRADS))}, "
             f"got {weight_grads!r}"
         )
-    return weight_grads  # pyright: ignore[reportReturnType]  # narrowed by the check above
+    return cast(WeightGrads, weight_grads)  # one of WEIGHT_GRADS, checked above
 
 
 class _Tap(NamedTuple):

@@ -97,8 +97,9 @@ def archive_members(archive: Path, match: Callable[[str], object]) -> dict[str, 
         with zipfile.ZipFile(archive) as z:
             return {name: z.read(name) for name in z.namelist() if match(name)}
     with tarfile.open(archive, "r:*") as tar:
-        return {m.name: tar.extractfile(m).read()  # type: ignore[union-attr]
-                for m in tar.getmembers() if m.isfile() and match(m.name)}
+        members = [m for m in tar.getmembers() if m.isfile() and match(m.name)]
+        files = {m.name: tar.extractfile(m) for m in members}
+        return {name: f.read() for name, f in files.items() if f is not None}
 
 
 def package_members(requirement: str, archives: tuple[str, ...], match: Callable[[str], object],
