@@ -9,7 +9,7 @@ round-robin with recurrax's default and PyTorch `nn.LSTM` in one process:
 - `remat`: `scan(remat=True)`, the checkpoint policy that saves nothing;
 - `checkpoint dots`: the step under `jax.checkpoint(policy=dots_saveable)`,
   which keeps the matmul outputs and recomputes the cheap elementwise parts;
-- `stacked carry`: the carry `(c, h)` held as one `[2, B, H]` array;
+- `stacked carry`: the carry `(c, h)` held as one `[B, 2, H]` array;
 - `fused x|h matmul`: one matmul `[x | h] [W_x; W_h]` per step in place of
   the input and recurrent ones;
 - `hand-written backward`: a backward pass written out for the lstm, whose
@@ -39,13 +39,14 @@ SHAPES = ((1, 512, 128, 256), (32, 128, 128, 256), (64, 256, 256, 512))  # B, T,
 
 
 def stacked_carry(cell: recurrax.Cell) -> recurrax.Cell:
-    """`cell` (an lstm) with its carry `(c, h)` stored as one array `[2, *batch, H]`."""
+    """`cell` (an lstm) with its carry `(c, h)` stored as one array `[*batch, 2, H]`
+    (the batch axes first, as the Cell protocol requires of every carry array)."""
     def initial_carry(batch_shape=(), dtype=jnp.float32):
-        return jnp.zeros((2, *tuple(batch_shape), cell.hidden_size), dtype)
+        return jnp.zeros((*tuple(batch_shape), 2, cell.hidden_size), dtype)
 
     def step(params, carry, px):
-        (c, h), y = cell.step(params, (carry[0], carry[1]), px)
-        return jnp.stack([c, h]), y
+        (c, h), y = cell.step(params, (carry[..., 0, :], carry[..., 1, :]), px)
+        return jnp.stack([c, h], axis=-2), y
 
     return cell._replace(initial_carry=initial_carry, step=step)
 

@@ -78,7 +78,16 @@ import optax
 
 import recurrax
 from experiments import training
-from experiments.cli import preset_config, preset_parser, pyplot, save_figure
+from experiments.cli import (
+    NONNEGATIVE,
+    REAL,
+    Range,
+    check_paths,
+    preset_config,
+    preset_parser,
+    pyplot,
+    save_figure,
+)
 from experiments.progress import progress_bar
 from recurrax import nn, train
 from recurrax.nn import attention
@@ -99,8 +108,11 @@ PRESETS = {
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = preset_parser(__doc__, PRESETS, cache_dir=False)
-    parser.add_argument("--lengths", type=int, nargs="+", default=None, help="the T0 values")
+    parser = preset_parser(__doc__, PRESETS, cache_dir=False,
+                           ranges={"attention_size": NONNEGATIVE, "forget_bias": REAL})
+    lengths = Range(int, task.MIN_LENGTH)
+    parser.add_argument("--lengths", type=lengths, nargs="+", default=None,
+                        help=f"the T0 values (each {lengths.describe()})")
     parser.add_argument("--models", nargs="+", choices=MODELS, default=None)
     args = parser.parse_args(argv)
     config = preset_config(args, PRESETS)
@@ -112,6 +124,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                      f"({config['chunk']})")
     args.config = config
     args.out = args.out or Path("results/addition") / args.preset
+    check_paths(parser, args)
     return args
 
 

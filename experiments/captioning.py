@@ -82,7 +82,18 @@ import numpy as np
 import optax
 
 from experiments import training
-from experiments.cli import history_figure, preset_config, preset_parser, pyplot, save_figure
+from experiments.cli import (
+    FRACTION,
+    NONNEGATIVE,
+    NONNEGATIVE_REAL,
+    Range,
+    check_paths,
+    history_figure,
+    preset_config,
+    preset_parser,
+    pyplot,
+    save_figure,
+)
 from experiments.progress import progress_bar
 from recurrax import train
 from recurrax.metrics import bleu
@@ -101,15 +112,23 @@ EXAMPLES = 8
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = preset_parser(__doc__, PRESETS)
+    parser = preset_parser(__doc__, PRESETS, ranges={
+        "penalty": NONNEGATIVE_REAL, "dropout": FRACTION, "shift": Range(int, 0, 32),
+        "length_penalty": NONNEGATIVE_REAL, "n_shapes": Range(int, 20)})
     parser.add_argument("--data", choices=("real", "shapes"), default="real")
-    parser.add_argument("--figure-index", type=int, default=None,
-                        help="which test image attention.png shows (default: best greedy BLEU)")
+    parser.add_argument("--figure-index", type=NONNEGATIVE, default=None,
+                        help="which test image attention.png shows, modulo the number of test "
+                             "images (default: best greedy BLEU)")
     args = parser.parse_args(argv)
     config = preset_config(args, PRESETS, data=args.data)
+    channels = config["channels"].split(",")
+    if not all(c.strip().isdigit() and int(c) >= 1 for c in channels):
+        parser.error(f"argument --channels: expected positive ints separated by commas "
+                     f"(e.g. 16,32), got {config['channels']!r}")
     args.config = config
     suffix = "" if args.data == "real" else f"-{args.data}"
     args.out = args.out or Path("results/captioning") / f"{args.preset}{suffix}"
+    check_paths(parser, args, cache=args.data == "real")  # shapes are drawn, not downloaded
     return args
 
 

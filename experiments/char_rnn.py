@@ -30,9 +30,17 @@ import numpy as np
 import optax
 
 from experiments import training
-from experiments.cli import history_figure, preset_config, preset_parser
+from experiments.cli import (
+    FRACTION,
+    NONNEGATIVE,
+    NONNEGATIVE_REAL,
+    check_paths,
+    history_figure,
+    preset_config,
+    preset_parser,
+)
 from experiments.progress import progress_bar
-from recurrax import models, tasks, train
+from recurrax import cells, models, tasks, train
 from recurrax.metrics import ngram
 from recurrax.models import sample
 from recurrax.nn import losses
@@ -50,15 +58,19 @@ EVAL_BATCH, EVAL_UNROLL = 64, 256
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = preset_parser(__doc__, PRESETS)
-    parser.add_argument("--temperature", type=float, default=0.8)
-    parser.add_argument("--sample-length", type=int, default=300)
+    parser = preset_parser(__doc__, PRESETS, ranges={"cell": cells.NAMES, "dropout": FRACTION})
+    parser.add_argument("--temperature", type=NONNEGATIVE_REAL, default=0.8,
+                        help=f"of the sample (0: the most likely character; "
+                             f"{NONNEGATIVE_REAL.describe()})")
+    parser.add_argument("--sample-length", type=NONNEGATIVE, default=300,
+                        help=f"characters sampled after the prompt ({NONNEGATIVE.describe()})")
     args = parser.parse_args(argv)
     config = preset_config(args, PRESETS)
     if config["cell"] in ("mut1", "mut2"):
         config["embed"] = config["hidden"]  # they add x itself to an H-wide sum
     args.config = config
     args.out = args.out or Path("results/char_rnn") / f"{args.preset}-{config['cell']}"
+    check_paths(parser, args)
     return args
 
 
@@ -121,11 +133,15 @@ def main(argv=None) -> dict:
     meta = {"config": config, "seconds": 0.0, "history": [], "plateau": [float("inf"), 1.0, 0]}
     ckpt = out / "checkpoint.msgpack"
     if ckpt.exists():
-        state, meta = checkpoint.restore(ckpt, state)
-        same = {k: v for k, v in config.items() if k != "train_steps"}
-        if {k: v for k, v in meta["config"].items() if k != "train_steps"} != same:
-            raise SystemExit(f"{out} holds a run with other settings ({meta['config']}); "
-                             f"pass another --out or delete that folder")
+        try:  # the settings first, then the state
+            saved = checkpoint.metadata(ckpt)["config"]
+            same = {k: v for k, v in config.items() if k != "train_steps"}
+            if {k: v for k, v in saved.items() if k != "train_steps"} != same:
+                raise SystemExit(f"{out} holds a run with other settings ({saved}); "
+                                 f"pass another --out or delete that folder")
+            state, meta = checkpoint.restore(ckpt, state)
+        except ValueError as e:  # damaged, or not this model's: refused, never half-loaded
+            raise SystemExit(f"{e}; pass another --out or delete that folder") from None
         meta["config"] = config  # a run may be extended with more --train-steps
         print(f"resuming from step {int(state.step)} in {ckpt}")
     plateau = train.Plateau(*map(jnp.asarray, meta["plateau"]))

@@ -76,7 +76,7 @@ import numpy as np
 import optax
 
 import recurrax
-from experiments.cli import preset_config, preset_parser, pyplot, save_figure
+from experiments.cli import check_paths, preset_config, preset_parser, pyplot, save_figure
 from recurrax import train
 from recurrax.metrics.gradient_flow import gradient_flow
 
@@ -91,10 +91,12 @@ FORGET_BIASES = (0.0, 1.0, 3.0, 5.0)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    args = preset_parser(__doc__, PRESETS, cache_dir=False).parse_args(argv)
+    parser = preset_parser(__doc__, PRESETS, cache_dir=False)
+    args = parser.parse_args(argv)
     config = preset_config(args, PRESETS)
     args.config = config
     args.out = args.out or Path("results/gradient_flow") / args.preset
+    check_paths(parser, args)
     return args
 
 

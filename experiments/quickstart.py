@@ -1,9 +1,11 @@
 """The README's quick start, runnable: `python -m experiments.quickstart`.
 
 Builds each of the ten cells, runs a variable-length batch through
-`recurrax.scan`, takes a gradient, and prints what came out.
+`recurrax.scan`, takes a gradient, and prints what came out. It takes no
+options (any argument is refused, `--help` says so).
 """
 
+import argparse
 import time
 
 import jax
@@ -12,7 +14,8 @@ import jax.numpy as jnp
 import recurrax
 
 
-def main() -> None:
+def main(argv=None) -> None:
+    argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0]).parse_args(argv)
     T, B, D, H = 100, 8, 32, 32
     key_p, key_x = jax.random.split(jax.random.key(0))
     xs = jax.random.normal(key_x, (T, B, D))           # [T, batch, D]: time-major

@@ -70,7 +70,16 @@ from scipy import optimize, sparse, special
 
 import recurrax
 from experiments import training
-from experiments.cli import plot_history, preset_config, preset_parser, pyplot, save_figure
+from experiments.cli import (
+    FRACTION,
+    NONNEGATIVE,
+    check_paths,
+    plot_history,
+    preset_config,
+    preset_parser,
+    pyplot,
+    save_figure,
+)
 from experiments.progress import progress_bar
 from recurrax import nn, train
 from recurrax.nn import attention
@@ -87,10 +96,14 @@ L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    args = preset_parser(__doc__, PRESETS).parse_args(argv)
+    parser = preset_parser(__doc__, PRESETS, ranges={"keep": ("first", "last"),
+                                                     "dropout": FRACTION,
+                                                     "patience": NONNEGATIVE})
+    args = parser.parse_args(argv)
     config = preset_config(args, PRESETS)
     args.config = config
     args.out = args.out or Path("results/sentiment") / args.preset
+    check_paths(parser, args)
     return args
 
 

@@ -4,10 +4,12 @@ anything is traced, and names the argument, what it got and what it needs."""
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from recurrax.protocols import Cell
@@ -28,18 +30,75 @@ def _fmt(shapes: Mapping[str, object]) -> str:
     return "{" + ", ".join(f"{k}: {v}" for k, v in shapes.items()) + "}"
 
 
+def check_flag(name: str, value: Any, *, allow_none: bool = False) -> Any:
+    """`value` as a Python bool (`None` kept where `allow_none`); a `TypeError`
+    for anything else (a string such as `"no"` is truthy, so it would silently
+    mean `True`). NumPy bools are accepted."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    expected = "True, False or None" if allow_none else "True or False"
+    raise TypeError(f"{name}: expected a bool ({expected}), got {type(value).__name__} {value!r}")
+
+
+def check_size(name: str, value: Any, *, minimum: int = 1) -> int:
+    """`value` as a Python int `>= minimum`. NumPy integers are accepted; bools,
+    floats (even `8.0`) and strings are a `TypeError`, an int below `minimum`
+    a `ValueError`."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        hint = f" (use {int(value)})" if isinstance(value, float) and value.is_integer() else ""
+        raise TypeError(
+            f"{name}: expected an int >= {minimum}, got {type(value).__name__} {value!r}{hint}"
+        )
+    if value < minimum:
+        raise ValueError(f"{name}: must be an int >= {minimum}, got {int(value)}")
+    return int(value)
+
+
+def check_unroll(value: Any) -> int | bool:
+    """`scan`'s `unroll`: a bool, or an int >= 1 (NumPy integers accepted)."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if not isinstance(value, (int, np.integer)):
+        raise TypeError(
+            f"unroll: expected a positive int or a bool, got {type(value).__name__} {value!r}"
+        )
+    if value < 1:
+        raise ValueError(f"unroll: expected a positive int or a bool, got {int(value)}")
+    return int(value)
+
+
 def check_cell(cell: Any) -> Cell:
     if not isinstance(cell, Cell):
         raise TypeError(
             f"cell: expected a recurrax.Cell (e.g. recurrax.cells.lstm(128)), "
             f"got {type(cell).__name__}"
         )
+    H = cell.hidden_size
+    if isinstance(H, (bool, np.bool_)) or not isinstance(H, (int, np.integer)) or H < 1:
+        raise TypeError(
+            f"cell.hidden_size: must be a positive int {_PROTOCOL}, got "
+            f"{type(H).__name__} {H!r}"
+        )
     return cell
 
 
 def check_array(name: str, x: Any, min_ndim: int, layout: str) -> jax.Array:
+    """`x` must be an array (a `jax.Array`, NumPy array or tracer) of at least
+    `min_ndim` axes with a real or integer dtype."""
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        raise TypeError(
+            f"{name}: expected an array of layout {layout} (a jax or NumPy array), got "
+            f"{type(x).__name__}; wrap it with jnp.asarray(...)"
+        )
     ndim = np.ndim(x)
-    if not hasattr(x, "shape") or ndim < min_ndim:
+    if not (jnp.issubdtype(x.dtype, jnp.floating) or jnp.issubdtype(x.dtype, jnp.integer)):
+        raise TypeError(
+            f"{name}: expected a real (float or int) array of layout {layout}, got dtype "
+            f"{x.dtype}"
+        )
+    if ndim < min_ndim:
         raise ValueError(
             f"{name}: expected an array of layout {layout}, got "
             f"{type(x).__name__} of shape {tuple(np.shape(x))}"
@@ -80,12 +139,21 @@ def check_params(cell: Cell, params: Any, input_size: int, what: str) -> None:
 
 
 def check_carry(cell: Cell, carry: Any, batch_shape: tuple, dtype) -> None:
-    """`carry` must have the shapes of `cell.initial_carry(batch_shape)`."""
-    expected = _shapes(jax.eval_shape(lambda: cell.initial_carry(batch_shape, dtype)))
+    """`carry` must have the structure and shapes of
+    `cell.initial_carry(batch_shape, dtype)`."""
+    check_initial_carry_signature(cell)
+    template = jax.eval_shape(lambda: cell.initial_carry(batch_shape, dtype))
+    expected = _shapes(template)
     try:
         got = _shapes(carry)
     except Exception:
         got = {"": type(carry).__name__}
+    if got == expected and jax.tree.structure(carry) != jax.tree.structure(template):
+        raise TypeError(
+            f"carry: got a {type(carry).__name__}, but cell.initial_carry gives a "
+            f"{type(template).__name__} of the same shapes; pass "
+            f"{type(template).__name__}(carry)"
+        )
     if got != expected:
         raise ValueError(
             f"carry: got {_fmt(got)}, but batch shape {batch_shape} and hidden size "
@@ -94,7 +162,7 @@ def check_carry(cell: Cell, carry: Any, batch_shape: tuple, dtype) -> None:
         )
 
 
-def check_lengths(lengths: Any, batch_shape: tuple, T: int) -> jax.Array:
+def check_lengths(lengths: Any, batch_shape: tuple, T: int, where: str = "") -> jax.Array:
     """`lengths` must be integers of the batch shape, each in `[0, T]`.
 
     The range is checked whenever the values are concrete; under `jit` they
@@ -103,19 +171,140 @@ def check_lengths(lengths: Any, batch_shape: tuple, T: int) -> jax.Array:
     shape = tuple(np.shape(lengths))
     if shape != tuple(batch_shape):
         raise ValueError(
-            f"lengths: got shape {shape}, needs the batch shape {tuple(batch_shape)} "
+            f"{where}lengths: got shape {shape}, needs the batch shape {tuple(batch_shape)} "
             f"(one length per sequence)"
         )
     dtype = lengths.dtype if hasattr(lengths, "dtype") else np.asarray(lengths).dtype
     if not np.issubdtype(dtype, np.integer):
-        raise ValueError(f"lengths: needs an integer dtype, got {dtype}")
+        raise ValueError(f"{where}lengths: needs an integer dtype, got {dtype}")
     try:
         values = np.asarray(lengths)
     except jax.errors.TracerArrayConversionError:
         return lengths
     if values.size and (values.min() < 0 or values.max() > T):
         raise ValueError(
-            f"lengths: every length must lie in [0, T] = [0, {T}]; got values from "
+            f"{where}lengths: every length must lie in [0, T] = [0, {T}]; got values from "
             f"{values.min()} to {values.max()}"
         )
     return lengths
+
+
+# The Cell protocol (recurrax/protocols.py), checked on abstract values before
+# anything runs, so that a custom cell that breaks it gets a message naming the
+# rule instead of an error from deep inside `lax.scan`.
+
+_PROTOCOL = "(the Cell protocol, recurrax/protocols.py)"
+
+
+def check_initial_carry_signature(cell: Cell) -> None:
+    """`cell.initial_carry` must accept `(batch_shape, dtype)`."""
+    try:
+        signature = inspect.signature(cell.initial_carry)
+    except (TypeError, ValueError):  # a builtin or other callable without a signature
+        return
+    try:
+        signature.bind((), jnp.float32)
+    except TypeError:
+        raise TypeError(
+            f"cell.initial_carry: must accept (batch_shape, dtype) {_PROTOCOL}; this one's "
+            f"signature is {signature}. Add a dtype argument, e.g. "
+            f"`def initial_carry(batch_shape=(), dtype=jnp.float32)`"
+        ) from None
+
+
+def _leaf_types(tree: Any) -> list[tuple[tuple, Any]]:
+    return [(tuple(np.shape(leaf)), getattr(leaf, "dtype", None)) for leaf in jax.tree.leaves(tree)]
+
+
+def check_initial_carry(cell: Cell, carry: Any, batch_shape: tuple) -> None:
+    """What `cell.initial_carry(batch_shape, dtype)` returned: a pytree of
+    arrays (an array, or a tuple of them) with the leading batch axes."""
+    leaves = jax.tree.leaves(carry)
+    if not leaves or any(not hasattr(leaf, "shape") for leaf in leaves):
+        raise TypeError(
+            f"cell.initial_carry: must return an array or a tuple of arrays {_PROTOCOL}, "
+            f"got {type(carry).__name__}"
+        )
+    bad = [tuple(leaf.shape) for leaf in leaves
+           if tuple(leaf.shape[:len(batch_shape)]) != tuple(batch_shape)]
+    if bad:
+        raise ValueError(
+            f"cell.initial_carry: every array of the carry must start with the batch axes "
+            f"{tuple(batch_shape)} {_PROTOCOL}; initial_carry({tuple(batch_shape)}, dtype) gave "
+            f"shapes {bad}"
+        )
+
+
+def check_prepare(cell: Cell, params: Any, x: Any) -> Any:
+    """`cell.prepare(params, x)` on abstract values; its outputs must keep the
+    leading axes of `x` (`[*batch, D] -> [*batch, K]`). Returns them."""
+    px = jax.eval_shape(cell.prepare, params, x)
+    leaves = jax.tree.leaves(px)
+    lead = tuple(x.shape[:-1])
+    bad = [tuple(leaf.shape) for leaf in leaves if tuple(leaf.shape[:len(lead)]) != lead]
+    if not leaves or bad:
+        raise ValueError(
+            f"cell.prepare: must keep the leading axes of its input ([*batch, D] -> "
+            f"[*batch, K]) {_PROTOCOL}; on an input of shape {tuple(x.shape)} it gave "
+            f"{bad or 'no arrays'}"
+        )
+    return px
+
+
+def check_result_dtype(px: Any, x_dtype: Any) -> Any:
+    """The dtype `prepare` computes in (inputs and params promoted together),
+    which must be floating: integer params would reach the gates' sigmoid."""
+    dtype = jax.tree.leaves(px)[0].dtype
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(
+            f"params: the cell computes in {dtype} (inputs {x_dtype} with the params' dtypes); "
+            f"it needs floating params: cast them, e.g. "
+            f"jax.tree.map(lambda a: a.astype(jnp.float32), params)"
+        )
+    return dtype
+
+
+def check_step(cell: Cell, params: Any, carry: Any, px: Any, batch_shape: tuple,
+               *, same_dtypes: bool = True) -> tuple[Any, Any]:
+    """`cell.step(params, carry, px)` on abstract values must return a pair
+    `(carry, y)`: the carry of the same structure and shapes (and dtypes,
+    with `same_dtypes`) as the one given, `y` of shape `[*batch, hidden_size]`.
+    Returns that pair (abstract)."""
+    out = jax.eval_shape(cell.step, params, carry, px)
+    check_step_output(cell, carry, out, batch_shape, same_dtypes=same_dtypes)
+    return out
+
+
+def check_step_output(cell: Cell, carry: Any, out: Any, batch_shape: tuple,
+                      *, same_dtypes: bool = True) -> None:
+    """The checks of `check_step` on an output `out` already computed."""
+    if not isinstance(out, tuple) or len(out) != 2:
+        got = f"a tuple of {len(out)}" if isinstance(out, tuple) else type(out).__name__
+        raise TypeError(
+            f"cell.step: must return a pair (carry, y) {_PROTOCOL}, got {got}"
+        )
+    new_carry, y = out
+    before, after = jax.tree.structure(carry), jax.tree.structure(new_carry)
+    if before != after:
+        hint = ""
+        if isinstance(carry, list) or isinstance(new_carry, list):
+            hint = " (a carry of several arrays must be a tuple, in initial_carry and step alike)"
+        raise TypeError(
+            f"cell.step: must return a carry of the structure it was given {_PROTOCOL}; "
+            f"given {before}, returned {after}{hint}"
+        )
+    old_types, new_types = _leaf_types(carry), _leaf_types(new_carry)
+    for (old_shape, old_dtype), (new_shape, new_dtype) in zip(old_types, new_types, strict=True):
+        if old_shape != new_shape or (same_dtypes and old_dtype != new_dtype):
+            raise ValueError(
+                f"cell.step: must return a carry of the shapes and dtypes it was given "
+                f"{_PROTOCOL}; given {[(s, str(d)) for s, d in old_types]}, returned "
+                f"{[(s, str(d)) for s, d in new_types]}"
+            )
+    expected = (*tuple(batch_shape), cell.hidden_size)
+    if not hasattr(y, "shape") or tuple(y.shape) != expected:
+        got = tuple(y.shape) if hasattr(y, "shape") else type(y).__name__
+        raise ValueError(
+            f"cell.step: must output y of shape [*batch, hidden_size] = {expected} "
+            f"{_PROTOCOL}, got {got}; is the cell's hidden_size ({cell.hidden_size}) right?"
+        )

@@ -8,12 +8,14 @@ Every `Seq.apply` has the signature
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from recurrax import _checks as checks
 from recurrax._deferred import WeightGrads, check_weight_grads
 from recurrax.masking import reverse_sequence
 from recurrax.nn import dropout as apply_dropout
@@ -38,6 +40,11 @@ def layer(
     if not isinstance(cell, Cell):
         raise TypeError(f"layer: expected a recurrax.Cell, got {type(cell).__name__}")
     check_weight_grads("layer", weight_grads)
+    reverse = checks.check_flag("layer: reverse", reverse)
+    remat = checks.check_flag("layer: remat", remat)
+    hoist = checks.check_flag("layer: hoist", hoist, allow_none=True)
+    time_major = checks.check_flag("layer: time_major", time_major)
+    unroll = checks.check_unroll(unroll)
 
     def apply(params, xs, carry=None, *, lengths=None, key=None):
         del key  # a single cell has nothing stochastic
@@ -63,7 +70,18 @@ def _output_size(seq: Seq, params: Any, input_size: int) -> int:
 
 
 def _split_key(key: jax.Array | None, n: int) -> list[jax.Array | None]:
-    return [None] * n if key is None else list(jax.random.split(key, n))
+    if key is None:
+        return [None] * n
+    dtype = getattr(key, "dtype", None)
+    typed = dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key)
+    raw = dtype == jnp.uint32 and len(getattr(key, "shape", ())) == 1  # a legacy raw key
+    if not (typed or raw):
+        raise TypeError(
+            f"key: expected a PRNG key (e.g. jax.random.key(0)) or None (evaluation mode), got "
+            f"{type(key).__name__}"
+            + (f" of dtype {dtype} and shape {tuple(key.shape)}" if dtype is not None else "")
+        )
+    return list(jax.random.split(key, n))
 
 
 def _check_carry_count(carry: Any, n: int, where: str) -> Sequence[Any]:
@@ -100,11 +118,23 @@ def stack(
     carries.
     """
     check_weight_grads("stack", weight_grads)
+    residual = checks.check_flag("stack: residual", residual)
+    time_major = checks.check_flag("stack: time_major", time_major)
+    if isinstance(layers, (Cell, Seq)) or not isinstance(layers, Iterable):
+        raise TypeError(
+            f"stack: layers must be a list of cells or Seqs, got {type(layers).__name__}"
+            + (" (wrap a single one in a list: stack([cell]))"
+               if isinstance(layers, (Cell, Seq)) else "")
+        )
     seqs = [_as_seq(part, time_major, weight_grads, "stack") for part in layers]
     if not seqs:
         raise ValueError("stack: needs at least one layer")
+    if isinstance(dropout, (bool, np.bool_)) or not isinstance(dropout, (int, float, np.number)):
+        raise TypeError(f"stack: dropout must be a float in [0, 1), got "
+                        f"{type(dropout).__name__} {dropout!r}")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"stack: dropout must lie in [0, 1), got {dropout!r}")
+    dropout = float(dropout)
     n = len(seqs)
 
     def init(key: jax.Array, input_size: int) -> tuple:
@@ -172,9 +202,10 @@ def bidirectional(
     `scan`); a `Seq` keeps the options it was built with. Params:
     `{"fwd": ..., "bwd": ...}`; carry: `(fwd_carry, bwd_carry)`.
     """
-    if merge not in ("concat", "sum"):
+    if not isinstance(merge, str) or merge not in ("concat", "sum"):
         raise ValueError(f"bidirectional: merge must be 'concat' or 'sum', got {merge!r}")
     check_weight_grads("bidirectional", weight_grads)
+    time_major = checks.check_flag("bidirectional: time_major", time_major)
     forward = _as_seq(fwd, time_major, weight_grads, "bidirectional")
     bwd = fwd if bwd is None else bwd
     if isinstance(bwd, Cell):
@@ -187,6 +218,12 @@ def bidirectional(
         return {"fwd": forward.init(k_fwd, input_size), "bwd": backward.init(k_bwd, input_size)}
 
     def apply(params, xs, carry=None, *, lengths=None, key=None):
+        if not isinstance(params, Mapping) or set(params) != {"fwd", "bwd"}:
+            got = sorted(map(str, params)) if isinstance(params, Mapping) else type(params).__name__
+            raise ValueError(
+                f"bidirectional: params must be a dict with the keys 'fwd' and 'bwd' "
+                f"(as init makes it), got {got}"
+            )
         c_fwd, c_bwd = _check_carry_count(carry, 2, "bidirectional")
         k_fwd, k_bwd = _split_key(key, 2)
         c_fwd, y_fwd = forward.apply(params["fwd"], xs, c_fwd, lengths=lengths, key=k_fwd)

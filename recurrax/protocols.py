@@ -33,6 +33,13 @@ class Cell(NamedTuple):
       step: `(params, carry, px) -> (carry, y)`, the recurrence alone; every
         built-in cell outputs `y = h`.
       hidden_size: `H`.
+
+    `scan` and `step` check a cell against these rules on abstract values
+    before running it (`recurrax._checks`), and a break raises an error that
+    names the rule: `initial_carry` takes both arguments, `prepare` keeps the
+    leading axes, `step` returns a pair whose carry has the structure (a tuple
+    stays a tuple), shapes and dtypes of the one it was given, and `y` of
+    shape `[*batch, hidden_size]`.
     """
 
     init: Callable[..., Params]

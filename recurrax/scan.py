@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from recurrax import _checks as checks
 from recurrax import _deferred as deferred
 from recurrax._deferred import WeightGrads
-from recurrax.masking import broadcast_mask
+from recurrax.masking import broadcast_mask, sequence_mask
 from recurrax.protocols import Carry, Cell
 
 #: On CPU, `hoist=None` hoists the input projection out of the loop when a
@@ -70,7 +70,9 @@ def scan(
         `t >= lengths[b]` leave row b's carry unchanged and output `y = 0`,
         so the final carry is the one after each row's last valid step. With
         `reverse=True` each row runs from its own last valid step,
-        `lengths[b] − 1`, back to 0; `ys` stays aligned with `xs`.
+        `lengths[b] − 1`, back to 0; `ys` stays aligned with `xs`. The
+        inputs of padded steps are zeroed before the cell sees them, so a NaN
+        or inf there reaches neither the results nor any gradient.
       reverse: run from the last step to the first.
       unroll: steps per loop iteration, passed to `lax.scan` (`True`: all).
       remat: recompute each step in the backward pass (`jax.checkpoint`), so
@@ -93,14 +95,27 @@ def scan(
     Returns:
       `(carry, ys)`: the final carry and the outputs `ys`, `[T, *batch, H]`
       (or `[*batch, T, H]`).
+
+    Raises:
+      TypeError: an argument of the wrong kind (a flag that is not a bool,
+        NumPy bools included; `xs` that is not a real or integer array; a
+        list carry where the cell's is a tuple), or a cell that breaks the
+        `Cell` protocol in kind (see `recurrax._checks.check_step`).
+      ValueError: shapes that do not fit (xs, params, carry, lengths),
+        `lengths` outside `[0, T]`, `unroll < 1`, or a cell whose `step`
+        changes the carry's shapes or outputs a `y` that is not
+        `[*batch, hidden_size]`. All before anything is traced.
     """
     checks.check_cell(cell)
     weight_grads = deferred.check_weight_grads("scan", weight_grads)
+    reverse = checks.check_flag("reverse", reverse)
+    remat = checks.check_flag("remat", remat)
+    hoist = checks.check_flag("hoist", hoist, allow_none=True)
+    time_major = checks.check_flag("time_major", time_major)
+    unroll = checks.check_unroll(unroll)
     layout = "[T, *batch, D]" if time_major else "[*batch, T, D]"
     checks.check_array("xs", xs, 2, layout)
     xs = jnp.asarray(xs)
-    if not isinstance(unroll, (bool, int)) or (not isinstance(unroll, bool) and unroll < 1):
-        raise ValueError(f"unroll: expected a positive int or a bool, got {unroll!r}")
     time_axis = 0 if time_major else xs.ndim - 2
     T = xs.shape[time_axis]
     batch_shape = tuple(s for i, s in enumerate(xs.shape[:-1]) if i != time_axis)
@@ -108,6 +123,12 @@ def scan(
     carry = start_carry(cell, params, xs, carry, batch_shape)
     if lengths is not None:
         lengths = jnp.asarray(checks.check_lengths(lengths, batch_shape, T))
+        # Zero the padded steps' inputs, so that what the step computes there
+        # is finite: `where(valid, new, old)` in `_masked_step` stops the value,
+        # and a finite step's derivative times a zero cotangent stops the
+        # gradient (a NaN or inf input would give 0 · NaN = NaN).
+        valid = sequence_mask(lengths, T, time_major)
+        xs = jnp.where(valid[..., None], xs, jnp.zeros((), xs.dtype))
     if hoist is None:
         hoist = default_hoist(math.prod(batch_shape))
 
@@ -139,30 +160,25 @@ def _masked_step(step, params, carry, t, px, lengths):
     return new_carry, y
 
 
-def _result_dtype(cell: Cell, params: Any, x: jax.Array):
-    """The dtype `prepare` computes in (inputs and params promoted together)."""
-    return jax.tree.leaves(jax.eval_shape(cell.prepare, params, x))[0].dtype
-
-
 def start_carry(cell: Cell, params: Any, xs: jax.Array, carry: Carry | None,
                 batch_shape: tuple) -> Carry:
     """The carry a run over `xs` starts from: `cell.initial_carry` in the
-    result dtype when `carry` is None, else `carry` checked against the batch
-    shape and cast to the dtypes `step` returns."""
-    dtype = _result_dtype(cell, params, xs)
-    if carry is None:
-        return cell.initial_carry(batch_shape, dtype)
-    checks.check_carry(cell, carry, batch_shape, dtype)
+    result dtype (the dtype `prepare` computes in) when `carry` is None, else
+    `carry` checked against the batch shape and cast to the dtypes `step`
+    returns. Checks on abstract values that the cell keeps its protocol
+    (`recurrax._checks.check_step`)."""
     x_t = jax.ShapeDtypeStruct((*batch_shape, xs.shape[-1]), xs.dtype)  # one step's input
-    return _promote_carry(cell, params, carry, x_t)
-
-
-def _promote_carry(cell: Cell, params: Any, carry: Carry, x: jax.ShapeDtypeStruct) -> Carry:
-    """Cast a given carry to the dtypes `step` returns, so that a float32
-    carry with float64 params (or the reverse) gives a loop with one dtype."""
-    px = jax.eval_shape(cell.prepare, params, x)
-    out = jax.eval_shape(cell.step, params, carry, px)[0]
-    return jax.tree.map(lambda c, o: jnp.asarray(c).astype(o.dtype), carry, out)
+    px = checks.check_prepare(cell, params, x_t)
+    dtype = checks.check_result_dtype(px, xs.dtype)
+    if carry is None:
+        checks.check_initial_carry_signature(cell)
+        carry = cell.initial_carry(batch_shape, dtype)
+        checks.check_initial_carry(cell, carry, batch_shape)
+        checks.check_step(cell, params, carry, px, batch_shape)
+        return carry
+    checks.check_carry(cell, carry, batch_shape, dtype)
+    out = checks.check_step(cell, params, carry, px, batch_shape, same_dtypes=False)
+    return jax.tree.map(lambda c, o: jnp.asarray(c).astype(o.dtype), carry, out[0])
 
 
 def step(cell: Cell, params: Any, carry: Carry, x: jax.Array) -> tuple[Carry, jax.Array]:
@@ -175,5 +191,8 @@ def step(cell: Cell, params: Any, carry: Carry, x: jax.Array) -> tuple[Carry, ja
     checks.check_array("x", x, 1, "[*batch, D]")
     x = jnp.asarray(x)
     checks.check_params(cell, params, x.shape[-1], f"x (shape {x.shape})")
-    checks.check_carry(cell, carry, x.shape[:-1], _result_dtype(cell, params, x))
-    return cell.step(params, carry, cell.prepare(params, x))
+    px = checks.check_prepare(cell, params, x)
+    checks.check_carry(cell, carry, x.shape[:-1], checks.check_result_dtype(px, x.dtype))
+    out = cell.step(params, carry, cell.prepare(params, x))
+    checks.check_step_output(cell, carry, out, x.shape[:-1], same_dtypes=False)
+    return out

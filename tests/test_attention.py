@@ -56,6 +56,34 @@ def test_padding_values_do_not_change_the_result(memory):
     np.testing.assert_allclose(a1, a2, atol=1e-7)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.parametrize("kind", ["feed_forward", "additive", "soft_visual"])
+def test_non_finite_padding_reaches_neither_context_nor_gradients(memory, kind, bad):
+    """NaN or inf beyond `lengths` gives the context, weights and gradients of
+    zero padding (the weights there are 0, and 0·NaN would be NaN)."""
+    if kind == "feed_forward":
+        att = attention.feed_forward(A)
+        params = att.init(jax.random.PRNGKey(3), K)
+        run = lambda p, m: att.apply(p, m, lengths=LENGTHS)
+    else:
+        att = attention.additive(A) if kind == "additive" else attention.soft_visual(A)
+        params = att.init(jax.random.PRNGKey(3), Q, K)
+        query = np.random.default_rng(1).normal(size=(B, Q)).astype(np.float32)
+        run = lambda p, m: att.apply(p, query, m, lengths=LENGTHS)
+    zeroed, poisoned = memory.copy(), memory.copy()
+    for b, n in enumerate(LENGTHS):
+        zeroed[n:, b], poisoned[n:, b] = 0.0, bad
+
+    def loss(p, m):
+        context, alpha = run(p, m)
+        return jnp.sum(context ** 2) + jnp.sum(alpha ** 2)
+
+    for got, want in [(run(params, poisoned), run(params, zeroed)),
+                      (jax.grad(loss)(params, poisoned), jax.grad(loss)(params, zeroed))]:
+        jax.tree.map(lambda g, w: np.testing.assert_array_equal(np.asarray(g), np.asarray(w)),
+                     got, want)
+
+
 @pytest.mark.parametrize("gate", [False, True])
 def test_additive_and_soft_visual_match_the_equations(memory, gate):
     att = attention.soft_visual(A, gate=True) if gate else attention.additive(A)

@@ -143,7 +143,14 @@ def _as64(tree):
     return jax.tree.map(lambda a: a.astype(jnp.float64), tree)
 
 
-@pytest.mark.parametrize("name, kw", CASES, ids=[f"{n}-{','.join(k)}" for n, k in CASES])
+#: Forward mode in the default run on three cells (both loop forms, all three
+#: step shapes); the other cases are marked slow.
+FORWARD_CASES = [pytest.param(n, k, id=f"{n}-{','.join(k)}",
+                              marks=() if n in ("lstm", "gru-reset-after", "mut2") else
+                              pytest.mark.slow) for n, k in CASES]
+
+
+@pytest.mark.parametrize("name, kw", FORWARD_CASES)
 def test_forward_mode_through_jit_after_reverse_mode(name, kw):
     """`jax.jvp` and `jax.jacfwd` through a jitted `scan` whose jit cache
     entry `jax.grad` made first: the tangents equal the in-loop derivative's

@@ -206,3 +206,82 @@ def test_bfloat16_params_are_clipped_and_stay_bfloat16():
     np.testing.assert_allclose(np.asarray(metrics["grad_norm"], np.float32), [12.0, 12.0])
     np.testing.assert_allclose(np.asarray(w, np.float32),
                                [[3 - 0.1 * 0.5] * 4, [3 - 0.1 * 6] * 4], rtol=1e-2)
+
+
+# Member m: θ ∈ R³, L = k_m ‖θ‖² (k_m its context), SGD at rate η_m with the
+# gradient clipped to c_m; member 3's rate overflows θ on the first step.
+PROCESS = """
+import json, sys
+import jax, jax.numpy as jnp, numpy as np, optax
+jax.config.update("jax_num_cpu_devices", 2)
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+jax.distributed.initialize(sys.argv[1], 2, int(sys.argv[2]))
+from recurrax import train
+from recurrax.train import population
+loss = lambda params, batch, carry, key, k: (k * jnp.sum(params["w"] ** 2), (carry, {}))
+opt = train.make_optimizer(1.0, base=optax.sgd)
+pop = population.init_population(
+    lambda key: {"w": jax.random.normal(key, (3,))}, opt, seeds=np.arange(4),
+    learning_rate=np.array([0.1, 0.2, 0.05, 1e38]), clip_norm=np.array([1e6, 0.5, 1e6, 1e6]),
+    context=np.array([1.0, 2.0, 3.0, 1e3], np.float32))
+mesh = population.member_mesh()
+start = population.to_host(pop.states.params["w"])
+pop = population.shard_members(pop, mesh)
+batch = population.replicate({"x": np.zeros(2, np.float32)}, mesh)
+step = population.make_population_step(loss, opt)
+for _ in range(2):
+    pop, metrics = step(pop, batch)
+w = pop.states.params["w"]
+print(json.dumps({
+    "devices": len(jax.devices()), "spread": len(w.sharding.device_set),
+    "own_rows": sorted(s.index[0].start for s in w.addressable_shards),
+    "batch_whole_here": all(s.data.shape == (2,) for s in batch["x"].addressable_shards),
+    "start": start.tolist(), "w": population.to_host(w).tolist(),
+    "loss": population.to_host(metrics["loss"]).tolist(),
+    "diverged": population.to_host(pop.diverged).tolist(),
+    "diverged_at": population.to_host(pop.diverged_at).tolist()}))
+"""
+
+
+def test_members_sharded_over_two_processes_train_as_numpy_says():
+    """Two processes of two CPU devices each (gloo): each process holds only its
+    members, every process gathers all of them, and the two steps are those of
+    NumPy (clipping and divergence included)."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{s.getsockname()[1]}"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    procs = [subprocess.Popen([sys.executable, "-c", PROCESS, address, str(i)], cwd=root,
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    got = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+    assert [g["own_rows"] for g in got] == [[0, 1], [2, 3]]  # each process its own members
+    assert all(g["devices"] == 4 and g["spread"] == 4 and g["batch_whole_here"] for g in got)
+    for key in ("start", "w", "loss", "diverged", "diverged_at"):
+        assert got[0][key] == got[1][key], key  # every process gathers the same whole
+    w = np.array(got[0]["start"], np.float64)
+    k, lr, clip = np.array([1.0, 2.0, 3.0]), np.array([0.1, 0.2, 0.05]), np.array([1e6, 0.5, 1e6])
+    for _ in range(2):
+        loss = k * np.sum(w[:3] ** 2, axis=1)
+        g = 2 * k[:, None] * w[:3]
+        norm = np.linalg.norm(g, axis=1, keepdims=True)
+        g = np.where(norm < clip[:, None], g, g / norm * clip[:, None])
+        w[:3] = w[:3] - lr[:, None] * g
+    np.testing.assert_allclose(np.array(got[0]["w"])[:3], w[:3], rtol=1e-5)
+    np.testing.assert_allclose(np.array(got[0]["loss"])[:3], loss, rtol=1e-5)
+    assert got[0]["diverged"] == [False, False, False, True]
+    assert got[0]["diverged_at"] == [-1, -1, -1, 0]
+    np.testing.assert_array_equal(got[0]["w"][3], got[0]["start"][3])  # kept its last finite
+
+
+def test_to_host_in_one_process_is_numpy():
+    from recurrax.train import population
+    tree = {"a": jax.numpy.arange(3.0), "b": (np.int32(4), None)}
+    host = population.to_host(tree)
+    assert isinstance(host["a"], np.ndarray) and host["a"].tolist() == [0.0, 1.0, 2.0]
+    assert host["b"][0] == 4 and host["b"][1] is None

@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from experiments.cli import DurableResults
 from experiments.jozefowicz import __main__ as cli
 from experiments.jozefowicz import arch_search
 from recurrax import search
@@ -54,7 +55,8 @@ PROPOSER = search.Proposer(draw_hyper=lambda rng: {"q": float(rng.random())},
 
 
 def _run(path, evaluate, candidates=30):
-    return search.run(ResultsFile(path), STAGES, SEEDS, evaluate, PROPOSER,
+    log = path if isinstance(path, ResultsFile) else ResultsFile(path)
+    return search.run(log, STAGES, SEEDS, evaluate, PROPOSER,
                       population=POPULATION, candidates=candidates, baselines=BASELINES, seed=3)
 
 
@@ -180,3 +182,47 @@ def test_the_smoke_search_trains_real_cells(tmp_path, capsys):
     scores = [v for s in state.scores.values() for v in s.values()]
     assert all(v is None or 0 <= v <= 1 for v in scores)
     assert arch_search.PRESETS["smoke"].population == 8
+
+
+class _KilledAtBatch(DurableResults):
+    """A batched log whose `at`-th batch write dies before writing (a kill)."""
+
+    def __init__(self, path, at):
+        super().__init__(path, batched=True)
+        self.at, self.batches = at, 0
+
+    def _write_batch(self, records):
+        self.batches += 1
+        if self.batches == self.at:
+            raise KeyboardInterrupt("killed")
+        super()._write_batch(records)
+
+
+def test_a_search_logged_in_batches_resumes_on_the_same_path_from_every_batch(tmp_path):
+    """A log written a round or a stage's scores at a time (`DurableResults`,
+    batched): killed before any of its batches, the resumed search ends with
+    the uninterrupted one's log and table."""
+    whole = _KilledAtBatch(tmp_path / "whole.jsonl", at=0)
+    reference = _run(whole, FakeTraining(), candidates=12)
+    assert whole.batches >= 8
+    strip = lambda s: [(r.key, round(r.fitness, 9), r.evaluations)
+                       for r in search.table(s, STAGES, "gru")]
+    for at in range(1, whole.batches + 1):
+        path = tmp_path / f"killed-{at}.jsonl"
+        with pytest.raises(KeyboardInterrupt):
+            _run(_KilledAtBatch(path, at), FakeTraining(), candidates=12)
+        resumed = _run(DurableResults(path, batched=True), FakeTraining(), candidates=12)
+        assert resumed.evals == reference.evals and resumed.scores == reference.scores, at
+        assert strip(resumed) == strip(reference)
+
+
+def test_a_search_killed_while_logging_its_first_round_resumes(tmp_path):
+    """The seeds' round half written (a kill between two lines of a log
+    written line by line) can only be resumed from a whole round: the batched
+    log never leaves half of one."""
+    path = tmp_path / "log.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        _run(_KilledAtBatch(path, at=1), FakeTraining(), candidates=4)
+    assert not path.exists() or not path.read_text().strip()
+    state = _run(DurableResults(path, batched=True), FakeTraining(), candidates=4)
+    assert sum(e.origin == "child" for e in state.evals.values()) >= 4

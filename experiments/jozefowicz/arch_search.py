@@ -191,7 +191,10 @@ def fingerprint(preset: SearchPreset, layout: universal.Layout) -> str:
 
 def run(preset: SearchPreset, results, on_stage=None, candidates: int | None = None):
     """The search of `preset`, logged to (and resumed from) `results`; the
-    number of candidates may grow on a rerun (`candidates`) without a new log."""
+    number of candidates may grow on a rerun (`candidates`) without a new log.
+    A `results` that writes a batch at a time (`experiments.cli.DurableResults`
+    with `batched=True`, as the command's is) makes a search killed at any
+    point resume along the path of one never killed."""
     layout = universal.Layout()
     proposer = search.Proposer(
         draw_hyper=functools.partial(draw_hyper, preset),

@@ -170,8 +170,9 @@ def evaluate(setup: Setup, scores: Callable, params, carry, batches,
              max_batches: int | None) -> dict:
     """Metrics per member (`params` and `carry` carry a leading member axis),
     each a mean over the valid positions of the first `max_batches` batches
-    (all when `None`); `scores` from `make_scores`."""
-    sums = scores(params, stacked_batches(batches, max_batches), carry)
+    (all when `None`); `scores` from `make_scores`. Members spread over several
+    processes are gathered: every process gets every member's metrics."""
+    sums = population.to_host(scores(params, stacked_batches(batches, max_batches), carry))
     total = np.maximum(np.asarray(sums["count"], np.float64), 1)
     nll = np.asarray(sums["nll"], np.float64) / total
     out = {"nll": nll}

@@ -43,6 +43,9 @@ from recurrax import cells
 
 ARCHS = cells.NAMES
 TASKS = ("arithmetic", "xml", "words", "music")
+#: The `"kind"` of a trial (and of its record in a `run` results file), which
+#: tells a results file from a search log (whose records are "eval" and "score").
+TRIAL_KIND = "trial"
 
 
 @dataclass(frozen=True)
@@ -178,11 +181,12 @@ def trial_seed(preset: str, task: str, index: int) -> int:
 
 def draw_trial(preset: Preset, task: str, arch: str, index: int) -> dict:
     """The hyperparameters of one trial, a function of (preset, task, index):
-    every architecture's trial `index` gets the same draws."""
+    every architecture's trial `index` gets the same draws. Its `"kind"` is
+    `TRIAL_KIND`, and so is that of the record it becomes."""
     seed = trial_seed(preset.name, task, index)
     rng = np.random.default_rng(seed)
     return {
-        "key": f"{preset.name}/{task}/{arch}/{index}", "preset": preset.name,
+        "kind": TRIAL_KIND, "key": f"{preset.name}/{task}/{arch}/{index}", "preset": preset.name,
         "preset_fingerprint": fingerprint(preset), "task": task,
         "arch": arch, "trial": index, "seed": seed,
         "init_scale": log_uniform(rng, *preset.init_scale),

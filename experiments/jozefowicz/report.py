@@ -122,21 +122,40 @@ def plot(records: list[dict], path: Path) -> None:
     save_figure(fig, path)
 
 
+#: What the table and the findings read of every finished trial.
+FIELDS = ("key", "task", "arch", "trial", "metrics", "diverged")
+
+
 def read(path: str | Path) -> list[dict]:
-    """A results file's records; its problems (torn lines) go to stderr."""
+    """A results file's records; its problems (torn lines) go to stderr.
+    `SystemExit` with a message when it has none, or when one lacks a field
+    of `FIELDS` or has a task the table does not know."""
     records, problems = ResultsFile(path).read()
     for p in problems:
         print(p, file=sys.stderr)
     if not records:
         raise SystemExit(f"{path}: no finished trials yet")
+    for n, r in enumerate(records, start=1):
+        missing = [f for f in FIELDS if f not in r]
+        if missing or r["task"] not in COLUMNS or not isinstance(r["metrics"], dict):
+            why = (f"lacks {missing}" if missing else f"has task {r['task']!r}"
+                   if r["task"] not in COLUMNS else "has metrics that are no JSON object")
+            raise SystemExit(f"{path}: record {n} ({r.get('key', 'no key')!r}) {why}; "
+                             f"a finished trial has {', '.join(FIELDS)} (task one of "
+                             f"{', '.join(COLUMNS)})")
     return records
 
 
 def report(path: str | Path) -> str:
     """The table, its footnote and the findings as text; writes the plot
-    beside the results file."""
+    beside the results file (where it cannot, says so on stderr and goes on)."""
+    from experiments.cli import path_problem
     records = read(path)
-    plot(records, Path(path).with_suffix(".png"))
+    figure = Path(path).with_suffix(".png")
+    if (problem := path_problem(figure, directory=False)) is None:
+        plot(records, figure)
+    else:
+        print(f"no plot: {problem}", file=sys.stderr)
     return markdown(records) + "\n\n" + findings.text(findings.evaluate(records))
 
 

@@ -48,7 +48,9 @@ def use_cpu_devices(count: int | None = None) -> int:
 
 
 def member_mesh():
-    """The mesh members are sharded over (all devices), or `None` on one."""
+    """The mesh members are sharded over (all devices, of every process when
+    several run together: `experiments.jozefowicz.multihost`), or `None` on
+    one."""
     return population.member_mesh() if len(jax.devices()) > 1 else None
 
 
@@ -103,7 +105,10 @@ def _anneal(state: train.Anneal, valid_nll: jax.Array, patience: int, halvings: 
 
 def run_population(setup: harness_tasks.Setup, preset: Preset, arch: str, layers: int,
                    trials: list[dict], mesh=None) -> list[dict]:
-    """Train `trials` (same task, arch, layers) together; one record per trial."""
+    """Train `trials` (same task, arch, layers) together; one record per trial.
+    With a `mesh` over several processes, every process calls this with the
+    same arguments, trains the members on its devices, and returns every
+    trial's record (the scores are gathered to all processes)."""
     start = time.perf_counter()
     H = budget.hidden_for_budget(arch, preset.budget[setup.name], vocab_in=setup.vocab_in,
                                  vocab_out=setup.vocab_out, num_layers=layers,
@@ -126,12 +131,12 @@ def run_population(setup: harness_tasks.Setup, preset: Preset, arch: str, layers
                                      init_scale=hyper["init_scale"], init_offset=offset,
                                      carry=carry)
     place = (lambda x: x) if mesh is None else (lambda x: population.replicate(x, mesh))
-    if mesh is not None:
-        pop = population.shard_members(pop, mesh)
+    spread = (lambda x: x) if mesh is None else (lambda x: population.shard_members(x, mesh))
+    pop = spread(pop)
     anneal = jax.vmap(lambda _: train.anneal_init())(jnp.arange(members))
     base_lr = jnp.asarray(hyper["learning_rate"], jnp.float32)
-    eval_carry = None if carry is None else jax.tree.map(
-        lambda c: jnp.broadcast_to(c, (members,) + c.shape), carry)
+    eval_carry = None if carry is None else spread(jax.tree.map(
+        lambda c: jnp.broadcast_to(c, (members,) + c.shape), carry))
     epoch = len(setup.train)
 
     def score(split):
@@ -140,23 +145,23 @@ def run_population(setup: harness_tasks.Setup, preset: Preset, arch: str, layers
 
     trained = np.zeros(members, int)  # SGD steps with a learning rate above 0
     for e in range(preset.epochs):
-        trained += epoch * np.asarray((anneal.scale > 0) & ~pop.diverged)
+        trained += epoch * (np.asarray(anneal.scale > 0) & ~population.to_host(pop.diverged))
         chunk = population.stack_batches([setup.train.batch(i)
                                           for i in range(e * epoch, (e + 1) * epoch)])
         pop, _ = steps(pop, place(chunk))
         valid = score(setup.valid)
         anneal = _anneal(anneal, jnp.asarray(valid["nll"], jnp.float32), preset.patience,
                          preset.halvings)
-        finished = np.asarray(anneal.scale == 0) | np.asarray(pop.diverged)
+        finished = np.asarray(anneal.scale == 0) | population.to_host(pop.diverged)
         if finished.all():
             break
         states = pop.states._replace(opt_state=_set_rates(pop.states.opt_state,
-                                                          base_lr * anneal.scale))
+                                                          spread(base_lr * anneal.scale)))
         pop = pop._replace(states=states)
     test = score(setup.test)
     seconds = time.perf_counter() - start
-    diverged, at = np.asarray(pop.diverged), np.asarray(pop.diverged_at)
-    steps_done = np.minimum(trained, np.asarray(pop.states.step))  # a diverged member stops
+    diverged, at, step = population.to_host((pop.diverged, pop.diverged_at, pop.states.step))
+    steps_done = np.minimum(trained, step)  # a diverged member stops
     halvings = np.asarray(anneal.halvings)
     records = []
     for m, t in enumerate(trials):

@@ -30,17 +30,18 @@ from recurrax.cells.mut import mut1, mut2, mut3
 from recurrax.cells.rnn import rnn
 from recurrax.protocols import Cell
 
-_BUILDERS: dict[str, Callable[..., Cell]] = {
-    "rnn": rnn,
-    "lstm": lstm,
-    "lstm-i": lambda H, **kw: lstm(H, input_gate=False, **kw),
-    "lstm-f": lambda H, **kw: lstm(H, forget_gate=False, **kw),
-    "lstm-o": lambda H, **kw: lstm(H, output_gate=False, **kw),
-    "lstm-b": lambda H, **kw: lstm(H, forget_bias=1.0, **kw),
-    "gru": gru,
-    "mut1": mut1,
-    "mut2": mut2,
-    "mut3": mut3,
+#: Each name's constructor and the options the name fixes.
+_BUILDERS: dict[str, tuple[Callable[..., Cell], dict[str, Any]]] = {
+    "rnn": (rnn, {}),
+    "lstm": (lstm, {}),
+    "lstm-i": (lstm, {"input_gate": False}),
+    "lstm-f": (lstm, {"forget_gate": False}),
+    "lstm-o": (lstm, {"output_gate": False}),
+    "lstm-b": (lstm, {"forget_bias": 1.0}),
+    "gru": (gru, {}),
+    "mut1": (mut1, {}),
+    "mut2": (mut2, {}),
+    "mut3": (mut3, {}),
 }
 
 NAMES: tuple[str, ...] = tuple(_BUILDERS)
@@ -50,13 +51,24 @@ def get(name: str, hidden_size: int, **kwargs: Any) -> Cell:
     """Build the cell called `name` (one of `NAMES`) with `hidden_size` units,
     exactly as Jozefowicz et al. (2015) define it. `kwargs` go to the
     constructor (e.g. `initializers=Initializers(...)`)."""
+    if not isinstance(name, str):
+        raise TypeError(
+            f"cells.get: name must be a str, one of: {', '.join(NAMES)}; got "
+            f"{type(name).__name__} {name!r}"
+        )
     try:
-        builder = _BUILDERS[name]
-    except (KeyError, TypeError):
+        builder, fixed = _BUILDERS[name]
+    except KeyError:
         raise ValueError(
             f"unknown cell name {name!r}; expected one of: {', '.join(NAMES)}"
         ) from None
-    return builder(hidden_size, **kwargs)
+    clash = sorted(set(fixed) & set(kwargs))
+    if clash:
+        raise TypeError(
+            f"cells.get: {name!r} fixes {', '.join(f'{k}={fixed[k]!r}' for k in clash)}; "
+            f"call recurrax.cells.{builder.__name__}(...) to choose {', '.join(clash)} yourself"
+        )
+    return builder(hidden_size, **fixed, **kwargs)
 
 
 __all__ = ["NAMES", "get", "gru", "lstm", "mut1", "mut2", "mut3", "recurrent_matmul", "rnn"]

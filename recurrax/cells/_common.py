@@ -7,23 +7,44 @@ from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from recurrax import _deferred as deferred
 from recurrax import initializers as inits
 
 
-def check_hidden_size(name: str, hidden_size: int) -> int:
-    if isinstance(hidden_size, bool) or not isinstance(hidden_size, int) or hidden_size < 1:
-        raise ValueError(
-            f"{name}: hidden_size must be a positive int, got {hidden_size!r}"
+def _check_positive_int(where: str, name: str, value: object) -> int:
+    """`value` as a Python int >= 1 (NumPy integers accepted): a `TypeError`
+    for a bool, float or other non-integer, a `ValueError` below 1."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        hint = ""
+        if isinstance(value, float) and value.is_integer():
+            hint = f" (use {name}={int(value)})"
+        raise TypeError(
+            f"{where}: {name} must be a positive int, got {type(value).__name__} {value!r}{hint}"
         )
-    return hidden_size
+    if value < 1:
+        raise ValueError(f"{where}: {name} must be a positive int, got {int(value)}")
+    return int(value)
+
+
+def check_hidden_size(name: str, hidden_size: int) -> int:
+    """`hidden_size` as a Python int >= 1 (NumPy integers accepted)."""
+    return _check_positive_int(name, "hidden_size", hidden_size)
 
 
 def check_input_size(name: str, input_size: int) -> int:
-    if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1:
-        raise ValueError(f"{name}: input_size must be a positive int, got {input_size!r}")
-    return input_size
+    """`input_size` as a Python int >= 1 (NumPy integers accepted)."""
+    return _check_positive_int(name, "input_size", input_size)
+
+
+def check_flag(where: str, name: str, value: object) -> bool:
+    """A constructor's bool option: `True`/`False` (NumPy bools accepted), else
+    a `TypeError` (a string such as "no" would silently mean True)."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{where}: {name} must be True or False, got {type(value).__name__} "
+                    f"{value!r}")
 
 
 def check_input_equals_hidden(name: str, input_size: int, hidden_size: int) -> None:
@@ -62,9 +83,14 @@ def param_initializer(
     `bias_offsets` adds a constant to named biases after the bias initialiser
     (the LSTM's `b_f = forget_bias`).
     """
+    if not isinstance(initializers, inits.Initializers):
+        raise TypeError(
+            f"{name}: initializers must be a recurrax.initializers.Initializers(kernel=..., "
+            f"recurrent=..., bias=..., dtype=...), got {type(initializers).__name__}"
+        )
 
     def init(key: jax.Array, input_size: int) -> dict[str, jax.Array]:
-        check_input_size(name, input_size)
+        input_size = check_input_size(name, input_size)
         if input_must_equal_hidden:
             check_input_equals_hidden(name, input_size, hidden_size)
         params = inits.init_params(

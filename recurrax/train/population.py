@@ -26,6 +26,14 @@ again, while the others go on.
 batched LAPACK call, and on jaxlib 0.10.0–0.10.2 two such calls at once can
 deadlock XLA CPU's intra-op pool (every worker waits for chunks that no worker
 is left to run). Unbatched QRs run inline; the values are the same.
+
+Several processes (hosts, after `jax.distributed.initialize()`): `member_mesh`
+spans every process's devices (`jax.devices()` is global), `shard_members` and
+`replicate` give each process the shards on its own devices of a value that
+every process holds whole (all processes build the same population from the
+same seeds and read the same batches), and `to_host` gathers a sharded result
+back, whole, on every process. The steps themselves are unchanged: one program,
+run by every process on its share of the members.
 """
 
 from __future__ import annotations
@@ -37,7 +45,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec, Sharding
 
 from recurrax.train import step as train
 from recurrax.train.step import TrainState
@@ -219,22 +228,53 @@ def stack_batches(batches: list[Any]) -> Any:
 
 
 def member_mesh(devices=None) -> Mesh:
-    """A one-axis mesh, `"members"`, over `devices` (default: all of them)."""
+    """A one-axis mesh, `"members"`, over `devices` (default: all of them, those
+    of every process when several run together)."""
     devices = jax.devices() if devices is None else devices
     return Mesh(np.asarray(devices), ("members",))
 
 
+def _place(x: Any, sharding: Sharding) -> jax.Array:
+    """`x` placed with `sharding`. On devices of several processes, each
+    process puts its own shards from its whole copy of `x`
+    (`jax.make_array_from_callback`), with no cross-process check or transfer:
+    every process must hold the same `x`. An array already spread over the
+    processes is moved with `jax.device_put`."""
+    if sharding.is_fully_addressable or (isinstance(x, jax.Array)
+                                         and not x.is_fully_addressable):
+        return jax.device_put(x, sharding)
+    whole = np.asarray(x)
+    return jax.make_array_from_callback(whole.shape, sharding, lambda index: whole[index])
+
+
 def shard_members(tree: Any, mesh: Mesh) -> Any:
     """Place every leaf's leading (member) axis across the mesh; the member
-    count must be a multiple of the device count (see `pad_members`)."""
+    count must be a multiple of the device count (see `pad_members`). On a
+    mesh over several processes, every process passes the same whole `tree`
+    and keeps the members on its own devices."""
     sharding = NamedSharding(mesh, PartitionSpec("members"))
-    return jax.tree.map(lambda x: jax.device_put(x, sharding), tree)
+    return jax.tree.map(lambda x: _place(x, sharding), tree)
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
-    """Place a whole copy of every leaf on each device (e.g. the shared batch)."""
+    """Place a whole copy of every leaf on each device (e.g. the shared batch);
+    on several processes, every process passes the same `tree`."""
     sharding = NamedSharding(mesh, PartitionSpec())
-    return jax.tree.map(lambda x: jax.device_put(x, sharding), tree)
+    return jax.tree.map(lambda x: _place(x, sharding), tree)
+
+
+def to_host(tree: Any) -> Any:
+    """Every leaf as a NumPy array of its whole value, on every process. A
+    leaf spread over several processes' devices is gathered
+    (`multihost_utils.process_allgather`), a collective: every process must
+    call `to_host` on the same arrays in the same order. Elsewhere it is
+    `np.asarray`."""
+    def one(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+        return np.asarray(x)
+
+    return jax.tree.map(one, tree)
 
 
 def pad_members(values: np.ndarray, multiple: int) -> np.ndarray:
