@@ -15,7 +15,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -222,6 +222,15 @@ class DurableResults(ResultsFile):
             self.pending.append(record)
         else:
             self._retrying([record], lambda: super(DurableResults, self).append(record))
+
+    def extend(self, records: Iterable[dict[str, Any]], *, where: str = "extend") -> None:
+        records = list(records)
+        if self.batched:
+            for record in records:
+                self.append(record)
+        else:
+            self._retrying(records, lambda: super(DurableResults, self).extend(records,
+                                                                                where=where))
 
     def read(self) -> tuple[list[dict[str, Any]], list[str]]:
         self.flush()

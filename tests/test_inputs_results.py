@@ -175,3 +175,15 @@ def test_done_and_read_skip_torn_and_non_object_lines(tmp_path):
     assert [p.split(": ", 1)[0] for p in problems] == [f"{path}:1", f"{path}:3", f"{path}:4"]
     assert "not a JSON object" in problems[0] and "kept" in problems[2]
     assert ResultsFile(path).done(lambda r: r["k"]) == {1, 2}
+
+
+def test_extend_writes_a_batch_whole_or_not_at_all(tmp_path):
+    path = tmp_path / "r.jsonl"
+    log = ResultsFile(path)
+    log.extend([{"a": 1}, {"a": 2.5}])
+    with pytest.raises(TypeError, match="must be a dict, got list"):
+        bad: list = [{"a": 3}, ["not", "a", "record"]]
+        log.extend(bad)  # the good one is not written either
+    log.extend([])
+    assert [json.loads(line) for line in path.read_text().splitlines()] == [{"a": 1}, {"a": 2.5}]
+    assert log.read() == ([{"a": 1}, {"a": 2.5}], [])

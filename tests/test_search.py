@@ -226,3 +226,36 @@ def test_a_search_killed_while_logging_its_first_round_resumes(tmp_path):
     assert not path.exists() or not path.read_text().strip()
     state = _run(DurableResults(path, batched=True), FakeTraining(), candidates=4)
     assert sum(e.origin == "child" for e in state.evals.values()) >= 4
+
+
+class _KilledAtExtend(ResultsFile):
+    """A plain log whose `at`-th batch (`extend`) dies before writing; the
+    search never writes a single line on its own (`append` is refused)."""
+
+    def __init__(self, path, at):
+        super().__init__(path)
+        self.at, self.batches = at, 0
+
+    def append(self, record):
+        raise AssertionError("the search writes whole batches only")
+
+    def extend(self, records, *, where="extend"):
+        self.batches += 1
+        if self.batches == self.at:
+            raise KeyboardInterrupt("killed")
+        super().extend(records, where=where)
+
+
+def test_a_plain_log_is_written_a_batch_at_a_time_and_resumes_from_every_batch(tmp_path):
+    """`recurrax.search.run` with a plain `ResultsFile`: each round and each
+    stage's scores reach the file in one write, so a search killed before any
+    batch resumes to the uninterrupted log and table."""
+    whole = _KilledAtExtend(tmp_path / "whole.jsonl", at=0)
+    reference = _run(whole, FakeTraining(), candidates=12)
+    assert whole.batches >= 8
+    for at in range(1, whole.batches + 1, 2):
+        path = tmp_path / f"killed-{at}.jsonl"
+        with pytest.raises(KeyboardInterrupt):
+            _run(_KilledAtExtend(path, at), FakeTraining(), candidates=12)
+        resumed = _run(ResultsFile(path), FakeTraining(), candidates=12)
+        assert resumed.evals == reference.evals and resumed.scores == reference.scores, at

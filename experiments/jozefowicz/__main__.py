@@ -274,6 +274,8 @@ def main(argv=None) -> None:
             parser.error(str(e))
     if args.command == "run":  # join a job of several processes; set the devices
         multihost.initialize_from(args, parser)
+        if jax.distributed.is_initialized():  # waiting for peers uses no CPU: not a stall,
+            args.stall_seconds = 0              # and one process restarting alone can't rejoin
         if argv is None or args.cpu_devices is not None:
             runner.use_cpu_devices(args.cpu_devices)
     if args.command in ("run", "search"):  # before the first trial, without writing to it

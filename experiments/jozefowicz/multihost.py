@@ -36,7 +36,7 @@ import argparse
 import builtins
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, cast
 
 import jax
@@ -214,6 +214,10 @@ class ProcessZeroResults(ResultsFile):
     def append(self, record: dict[str, Any]) -> None:
         if is_writer():
             self.inner.append(record)
+
+    def extend(self, records: Iterable[dict[str, Any]], *, where: str = "extend") -> None:
+        if is_writer():
+            self.inner.extend(records, where=where)
 
     def flush(self) -> None:
         flush = getattr(self.inner, "flush", None)

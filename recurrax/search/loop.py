@@ -260,9 +260,9 @@ def run(log: ResultsFile, stages: list[Stage], seeds: dict[str, G.Graph], evalua
         raise SearchError(f"{log.path} holds {other} evaluations of another search ({tag} "
                           f"expected); move that file away or log to a new one")
     if not state.evals:
-        for r in seed_round(seeds, baselines or {}, proposer,
-                            np.random.default_rng([seed, 0]), population):
-            log.append(replace(r, tag=tag).to_json())
+        log.extend(replace(r, tag=tag).to_json()  # a round is written whole
+                   for r in seed_round(seeds, baselines or {}, proposer,
+                                       np.random.default_rng([seed, 0]), population))
         state = load(log)
     while True:
         waiting = queues(state, stages, reference)
@@ -273,9 +273,9 @@ def run(log: ResultsFile, stages: list[Stage], seeds: dict[str, G.Graph], evalua
         elif children < candidates:  # a new round fills the first queue
             rounds = 1 + max(e.round for e in state.evals.values())
             rng = np.random.default_rng([seed, rounds])
-            for r in propose(state, stages, reference, proposer, rng,
-                             population - len(waiting[0]), rounds, len(state.evals)):
-                log.append(replace(r, tag=tag).to_json())
+            log.extend(replace(r, tag=tag).to_json()
+                       for r in propose(state, stages, reference, proposer, rng,
+                                        population - len(waiting[0]), rounds, len(state.evals)))
             state = load(log)
             continue
         elif any(waiting):  # the end: flush the queues, earliest first
@@ -285,9 +285,9 @@ def run(log: ResultsFile, stages: list[Stage], seeds: dict[str, G.Graph], evalua
         ids = waiting[k][:population]
         graphs = [G.from_json(state.evals[i].graph) for i in ids]
         scores = evaluate(stages[k], graphs, [state.evals[i].hyper for i in ids])
-        for i, v in zip(ids, scores, strict=True):
-            score = None if v is None or not np.isfinite(v) else float(v)
-            log.append(Score(i, stages[k].name, score).to_json())
+        log.extend(Score(i, stages[k].name,  # a stage's scores are written whole
+                         None if v is None or not np.isfinite(v) else float(v)).to_json()
+                   for i, v in zip(ids, scores, strict=True))
         state = load(log)
         if on_stage is not None:
             on_stage(stages[k], ids, state)

@@ -131,14 +131,16 @@ class ResultsFile:
     def append(self, record: dict[str, Any]) -> None:
         """Append `record` (a dict of JSON values; NumPy scalars are made
         Python numbers, non-finite floats `null` listed under "nonfinite")."""
-        if not isinstance(record, dict):
-            raise TypeError(f"ResultsFile.append: a record must be a dict, got "
-                            f"{type(record).__name__}")
-        found: dict[str, str] = {}
-        record = _with_flags(_clean(record, "", found), found)
-        line = json.dumps(record, sort_keys=True, allow_nan=False)
-        if "\n" in line:
-            raise ValueError("ResultsFile.append: a record must serialise to one line")
+        self.extend([record], where="append")
+
+    def extend(self, records: Iterable[dict[str, Any]], *, where: str = "extend") -> None:
+        """Append `records` as one write and one fsync: every record is
+        checked and serialised first, so a bad one writes nothing, and a batch
+        (a search round, a stage's scores) reaches the disk whole or, if the
+        process dies in the write, as a torn last line that `read` reports."""
+        lines = [self._line(record, where) for record in records]
+        if not lines:
+            return
         self.check_writable()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -146,11 +148,12 @@ class ResultsFile:
                 fcntl.flock(f, fcntl.LOCK_EX)
                 try:
                     f.seek(0, os.SEEK_END)
+                    lead = b""
                     if f.tell() > 0:
                         f.seek(-1, os.SEEK_END)
                         if f.read(1) != b"\n":
-                            f.write(b"\n")  # isolate a torn line left by a killed writer
-                    f.write(line.encode() + b"\n")
+                            lead = b"\n"  # isolate a torn line left by a killed writer
+                    f.write(lead + "".join(line + "\n" for line in lines).encode())
                     f.flush()
                     os.fsync(f.fileno())
                 finally:
@@ -162,6 +165,18 @@ class ResultsFile:
                                  f"{err.strerror}") from err
             raise OSError(err.errno, f"results file {self.path}: the record could not be "
                                      f"written: {err.strerror}") from err
+
+    @staticmethod
+    def _line(record: dict[str, Any], where: str) -> str:
+        if not isinstance(record, dict):
+            raise TypeError(f"ResultsFile.{where}: a record must be a dict, got "
+                            f"{type(record).__name__}")
+        found: dict[str, str] = {}
+        line = json.dumps(_with_flags(_clean(record, "", found), found), sort_keys=True,
+                          allow_nan=False)
+        if "\n" in line:
+            raise ValueError(f"ResultsFile.{where}: a record must serialise to one line")
+        return line
 
     def read(self) -> tuple[list[dict[str, Any]], list[str]]:
         """(records, problems). A missing file reads as no records; a path
