@@ -18,16 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def _size(where: str, name: str, value, minimum: int = 1) -> int:
-    """`value` as a Python int `>= minimum` (NumPy integers accepted; bools,
-    floats and strings a `TypeError`)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{where}: {name} must be an int >= {minimum}, got "
-                        f"{type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{where}: {name} must be an int >= {minimum}, got {int(value)}")
-    return int(value)
+from recurrax.nn._checks import check_size
 
 
 class StreamWindows:
@@ -38,8 +29,8 @@ class StreamWindows:
 
     def __init__(self, tokens: np.ndarray, doc_starts: np.ndarray | None, batch_size: int,
                  steps: int, scored: np.ndarray | None = None):
-        batch_size = _size("StreamWindows", "batch_size", batch_size)
-        steps = _size("StreamWindows", "steps", steps)
+        batch_size = check_size("StreamWindows", "batch_size", batch_size)
+        steps = check_size("StreamWindows", "steps", steps)
         tokens = np.asarray(tokens)
         if tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
             raise ValueError(f"StreamWindows: tokens must be a 1-D array of integer ids, got "
@@ -74,7 +65,7 @@ class StreamWindows:
         return self.windows
 
     def batch(self, index: int) -> dict[str, np.ndarray]:
-        index = _size("StreamWindows.batch", "index", index, minimum=0)
+        index = check_size("StreamWindows.batch", "index", index, minimum=0)
         w = index % self.windows
         cut = slice(w * self.steps, (w + 1) * self.steps)
         out = {"inputs": self.inputs[:, cut].T.astype(np.int32),
@@ -116,10 +107,10 @@ class ExampleBatches:
         n = shapes["inputs"][0]
         if n == 0:
             raise ValueError("ExampleBatches: examples holds no example (N = 0)")
-        batch_size = _size("ExampleBatches", "batch_size", batch_size)
+        batch_size = check_size("ExampleBatches", "batch_size", batch_size)
         if batch_size > n:
             raise ValueError(f"ExampleBatches: batch_size must lie in [1, {n}], got {batch_size}")
-        seed = _size("ExampleBatches", "seed", seed, minimum=0)
+        seed = check_size("ExampleBatches", "seed", seed, minimum=0)
         if not isinstance(shuffle, (bool, np.bool_)):
             raise TypeError(f"ExampleBatches: shuffle must be True or False, got "
                             f"{type(shuffle).__name__} {shuffle!r}")
@@ -137,7 +128,7 @@ class ExampleBatches:
         return np.random.default_rng((self.seed, epoch)).permutation(n)
 
     def batch(self, index: int) -> dict[str, np.ndarray]:
-        index = _size("ExampleBatches.batch", "index", index, minimum=0)
+        index = check_size("ExampleBatches.batch", "index", index, minimum=0)
         epoch, b = divmod(index, self.batches)
         rows = self._order(epoch)[b * self.batch_size:(b + 1) * self.batch_size]
         ex = self.examples
