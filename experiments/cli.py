@@ -9,7 +9,6 @@ a training history."""
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import math
 import os
@@ -264,25 +263,10 @@ class DurableResults(ResultsFile):
                 delay = min(2 * delay, self.max_wait)
 
     def _write_batch(self, records: list[dict[str, Any]]) -> None:
-        data = b"".join(json.dumps(r, sort_keys=True, allow_nan=False).encode() + b"\n"
-                        for r in records)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            size = os.fstat(fd).st_size
-            if size and os.pread(fd, 1, size - 1) != b"\n":
-                data = b"\n" + data  # isolate a torn line left by a killed writer
-            try:
-                written = 0
-                while written < len(data):  # one call, unless the disk fills up
-                    written += os.write(fd, data[written:])
-                os.fsync(fd)
-            except OSError:
-                os.ftruncate(fd, size)  # no half batch left behind
-                raise
-        finally:
-            os.close(fd)  # releases the lock
+        """The held records, one write and one fsync (`ResultsFile._write`,
+        which cuts back a half-written batch); OS errors come out as they are,
+        to be retried."""
+        self._write([self._line(r, "append") for r in records])
 
 
 def pyplot():

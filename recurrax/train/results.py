@@ -143,21 +143,7 @@ class ResultsFile:
             return
         self.check_writable()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a+b") as f:
-                fcntl.flock(f, fcntl.LOCK_EX)
-                try:
-                    f.seek(0, os.SEEK_END)
-                    lead = b""
-                    if f.tell() > 0:
-                        f.seek(-1, os.SEEK_END)
-                        if f.read(1) != b"\n":
-                            lead = b"\n"  # isolate a torn line left by a killed writer
-                    f.write(lead + "".join(line + "\n" for line in lines).encode())
-                    f.flush()
-                    os.fsync(f.fileno())
-                finally:
-                    fcntl.flock(f, fcntl.LOCK_UN)
+            self._write(lines)
         except OSError as err:
             if err.errno in (errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR,
                              errno.EROFS):
@@ -165,6 +151,27 @@ class ResultsFile:
                                  f"{err.strerror}") from err
             raise OSError(err.errno, f"results file {self.path}: the record could not be "
                                      f"written: {err.strerror}") from err
+
+    def _write(self, lines: list[str]) -> None:
+        """Append serialised `lines` under the file's lock in one write and one
+        fsync; a write that fails half-way (a full disk) is cut back, so no
+        half batch is left. OS errors come out as they are."""
+        data = "".join(line + "\n" for line in lines).encode()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a+b", buffering=0) as f:  # closing releases the lock
+            fd = f.fileno()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                data = b"\n" + data  # isolate a torn line left by a killed writer
+            try:
+                written = 0
+                while written < len(data):  # one call, unless the disk fills up
+                    written += os.write(fd, data[written:])
+                os.fsync(fd)
+            except OSError:
+                os.ftruncate(fd, size)
+                raise
 
     @staticmethod
     def _line(record: dict[str, Any], where: str) -> str:
