@@ -56,6 +56,32 @@ def check_size(name: str, value: Any, *, minimum: int = 1) -> int:
     return int(value)
 
 
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    """`value`, one of the strings `choices`; a `TypeError` for a non-string,
+    a `ValueError` naming the choices for any other string."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name}: expected one of {', '.join(map(repr, choices))}, got "
+                        f"{type(value).__name__} {value!r}")
+    if value not in choices:
+        raise ValueError(f"{name}: must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+def check_real(name: str, value: Any, *, minimum: float = 0.0, strict: bool = False) -> float:
+    """`value` as a finite Python float `>= minimum` (`> minimum` with
+    `strict`). Ints and NumPy reals are accepted; bools and other kinds are a
+    `TypeError`, a value out of range (NaN included) a `ValueError`."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
+                                                                     np.floating)):
+        raise TypeError(f"{name}: expected a real number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    ok = np.isfinite(value) and (value > minimum if strict else value >= minimum)
+    if not ok:
+        raise ValueError(f"{name}: must be a finite number {'>' if strict else '>='} {minimum}, "
+                         f"got {value!r}")
+    return value
+
+
 def check_unroll(value: Any) -> int | bool:
     """`scan`'s `unroll`: a bool, or an int >= 1 (NumPy integers accepted)."""
     if isinstance(value, (bool, np.bool_)):

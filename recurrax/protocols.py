@@ -33,6 +33,16 @@ class Cell(NamedTuple):
       step: `(params, carry, px) -> (carry, y)`, the recurrence alone; every
         built-in cell outputs `y = h`.
       hidden_size: `H`.
+      linear: `None` for most cells. A cell whose recurrence is linear in
+        the carry, `carry_t = a_t ⊙ carry_{t−1} + b_t` with `a_t, b_t` from
+        the inputs alone (minGRU, minLSTM, the LRU), sets it to
+        `(params, pxs, carry, valid) -> carries`: every carry of the sequence
+        at once, `carries[t]` the carry after step t, from the prepared
+        inputs `pxs` (time-major, `[T, *batch, K]`), the initial `carry` and
+        `valid` (`[T, *batch]` bools, or `None` for all valid; an invalid step
+        leaves the carry unchanged). It must equal running `step` T times, up
+        to float rounding, and is computed by one parallel (associative)
+        scan; `recurrax.parallel.scan` uses it instead of Newton iterations.
 
     `scan` and `step` check a cell against these rules on abstract values
     before running it (`recurrax._checks`), and a break raises an error that
@@ -47,6 +57,7 @@ class Cell(NamedTuple):
     prepare: Callable[[Params, Array], Array]
     step: Callable[[Params, Carry, Array], tuple[Carry, Array]]
     hidden_size: int
+    linear: Callable[..., Carry] | None = None
 
 
 class Seq(NamedTuple):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -113,22 +113,9 @@ def scan(
     hoist = checks.check_flag("hoist", hoist, allow_none=True)
     time_major = checks.check_flag("time_major", time_major)
     unroll = checks.check_unroll(unroll)
-    layout = "[T, *batch, D]" if time_major else "[*batch, T, D]"
-    checks.check_array("xs", xs, 2, layout)
-    xs = jnp.asarray(xs)
-    time_axis = 0 if time_major else xs.ndim - 2
-    T = xs.shape[time_axis]
-    batch_shape = tuple(s for i, s in enumerate(xs.shape[:-1]) if i != time_axis)
-    checks.check_params(cell, params, xs.shape[-1], f"xs (layout {layout}, shape {xs.shape})")
-    carry = start_carry(cell, params, xs, carry, batch_shape)
-    if lengths is not None:
-        lengths = jnp.asarray(checks.check_lengths(lengths, batch_shape, T))
-        # Zero the padded steps' inputs, so that what the step computes there
-        # is finite: `where(valid, new, old)` in `_masked_step` stops the value,
-        # and a finite step's derivative times a zero cotangent stops the
-        # gradient (a NaN or inf input would give 0 · NaN = NaN).
-        valid = sequence_mask(lengths, T, time_major)
-        xs = jnp.where(valid[..., None], xs, jnp.zeros((), xs.dtype))
+    run = setup_run(cell, params, xs, carry, lengths, time_major)
+    xs, time_axis, batch_shape, carry, lengths = (
+        run.xs, run.time_axis, run.batch_shape, run.carry, run.lengths)
     if hoist is None:
         hoist = default_hoist(math.prod(batch_shape))
 
@@ -146,6 +133,45 @@ def scan(
     if not time_major:
         ys = jnp.moveaxis(ys, 0, time_axis)
     return carry, ys
+
+
+class Run(NamedTuple):
+    """A run's inputs, checked: `xs` as an array with its padded steps zeroed,
+    the time axis, the batch shape, the starting carry (`start_carry`),
+    `lengths` as an array (or None) and `valid` (`[T, *batch]` time-major
+    bools `t < lengths`, or None)."""
+
+    xs: jax.Array
+    time_axis: int
+    batch_shape: tuple
+    carry: Carry
+    lengths: jax.Array | None
+    valid: jax.Array | None
+
+
+def setup_run(cell: Cell, params: Any, xs: jax.Array, carry: Carry | None,
+              lengths: jax.Array | None, time_major: bool) -> Run:
+    """Check `xs`, `params`, `carry` and `lengths` against each other and the
+    cell (module docstring of `scan`, Raises), before anything is traced."""
+    layout = "[T, *batch, D]" if time_major else "[*batch, T, D]"
+    checks.check_array("xs", xs, 2, layout)
+    xs = jnp.asarray(xs)
+    time_axis = 0 if time_major else xs.ndim - 2
+    T = xs.shape[time_axis]
+    batch_shape = tuple(s for i, s in enumerate(xs.shape[:-1]) if i != time_axis)
+    checks.check_params(cell, params, xs.shape[-1], f"xs (layout {layout}, shape {xs.shape})")
+    carry = start_carry(cell, params, xs, carry, batch_shape)
+    valid = None
+    if lengths is not None:
+        lengths = jnp.asarray(checks.check_lengths(lengths, batch_shape, T))
+        # Zero the padded steps' inputs, so that what the step computes there
+        # is finite: `where(valid, new, old)` in `_masked_step` stops the value,
+        # and a finite step's derivative times a zero cotangent stops the
+        # gradient (a NaN or inf input would give 0 · NaN = NaN).
+        mask = sequence_mask(lengths, T, time_major)
+        xs = jnp.where(mask[..., None], xs, jnp.zeros((), xs.dtype))
+        valid = mask if time_major else jnp.moveaxis(mask, time_axis, 0)
+    return Run(xs, time_axis, batch_shape, carry, lengths, valid)
 
 
 def _masked_step(step, params, carry, t, px, lengths):

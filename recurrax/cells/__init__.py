@@ -1,4 +1,5 @@
-"""The built-in cells, and `get(name, hidden_size)` to build one by name.
+"""The built-in cells, and `get(name, hidden_size)` to build one by name: the
+ten of Jozefowicz et al. (2015) (`NAMES`)
 
 | name    | cell                                                  |
 | ------- | ----------------------------------------------------- |
@@ -13,6 +14,16 @@
 | mut2    | MUT2                                                  |
 | mut3    | MUT3                                                  |
 
+and the cells whose recurrence is linear in the carry (`LINEAR_NAMES`; each
+sets `Cell.linear`, so `recurrax.parallel.scan` runs a whole sequence exactly
+with one associative scan):
+
+| name    | cell                                                  |
+| ------- | ----------------------------------------------------- |
+| mingru  | minGRU (Feng et al. 2024, "Were RNNs All We Needed?") |
+| minlstm | minLSTM (Feng et al. 2024)                            |
+| lru     | linear recurrent unit (Orvieto et al. 2023)           |
+
 A cell of your own marks its recurrent matmuls with `recurrent_matmul(params,
 h, names)` (`h · [W_1 | W_2 | …]`) to get `scan`'s faster derivative, the
 recurrent weights' gradients after the loop.
@@ -25,7 +36,9 @@ from typing import Any
 
 from recurrax.cells._common import recurrent_matmul
 from recurrax.cells.gru import gru
+from recurrax.cells.lru import lru
 from recurrax.cells.lstm import lstm
+from recurrax.cells.minimal import mingru, minlstm
 from recurrax.cells.mut import mut1, mut2, mut3
 from recurrax.cells.rnn import rnn
 from recurrax.protocols import Cell
@@ -42,26 +55,30 @@ _BUILDERS: dict[str, tuple[Callable[..., Cell], dict[str, Any]]] = {
     "mut1": (mut1, {}),
     "mut2": (mut2, {}),
     "mut3": (mut3, {}),
+    "mingru": (mingru, {}),
+    "minlstm": (minlstm, {}),
+    "lru": (lru, {}),
 }
 
-NAMES: tuple[str, ...] = tuple(_BUILDERS)
+#: The cells whose recurrence is linear in the carry (`Cell.linear` set).
+LINEAR_NAMES: tuple[str, ...] = ("mingru", "minlstm", "lru")
+#: The ten cells of Jozefowicz et al. (2015), the ones the study compares.
+NAMES: tuple[str, ...] = tuple(n for n in _BUILDERS if n not in LINEAR_NAMES)
 
 
 def get(name: str, hidden_size: int, **kwargs: Any) -> Cell:
-    """Build the cell called `name` (one of `NAMES`) with `hidden_size` units,
-    exactly as Jozefowicz et al. (2015) define it. `kwargs` go to the
-    constructor (e.g. `initializers=Initializers(...)`)."""
+    """Build the cell called `name` (one of `NAMES`, exactly as Jozefowicz et
+    al. (2015) define it, or of `LINEAR_NAMES`) with `hidden_size` units.
+    `kwargs` go to the constructor (e.g. `initializers=Initializers(...)`)."""
+    known = f"{', '.join(NAMES)} (NAMES) or {', '.join(LINEAR_NAMES)} (LINEAR_NAMES)"
     if not isinstance(name, str):
         raise TypeError(
-            f"cells.get: name must be a str, one of: {', '.join(NAMES)}; got "
-            f"{type(name).__name__} {name!r}"
+            f"cells.get: name must be a str, one of: {known}; got {type(name).__name__} {name!r}"
         )
     try:
         builder, fixed = _BUILDERS[name]
     except KeyError:
-        raise ValueError(
-            f"unknown cell name {name!r}; expected one of: {', '.join(NAMES)}"
-        ) from None
+        raise ValueError(f"unknown cell name {name!r}; expected one of: {known}") from None
     clash = sorted(set(fixed) & set(kwargs))
     if clash:
         raise TypeError(
@@ -71,4 +88,7 @@ def get(name: str, hidden_size: int, **kwargs: Any) -> Cell:
     return builder(hidden_size, **fixed, **kwargs)
 
 
-__all__ = ["NAMES", "get", "gru", "lstm", "mut1", "mut2", "mut3", "recurrent_matmul", "rnn"]
+__all__ = [
+    "LINEAR_NAMES", "NAMES", "get", "gru", "lru", "lstm", "mingru", "minlstm", "mut1", "mut2",
+    "mut3", "recurrent_matmul", "rnn",
+]

@@ -41,7 +41,6 @@ Every row runs all T steps (there is no `lengths`).
 from __future__ import annotations
 
 import functools
-import itertools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -49,6 +48,7 @@ import jax
 import jax.numpy as jnp
 
 from recurrax import _checks as checks
+from recurrax._flat import ravel, unraveler
 from recurrax.protocols import Carry, Cell
 from recurrax.scan import start_carry
 
@@ -124,17 +124,6 @@ def gradient_flow(cell: Cell, params: Any, xs: jax.Array, carry: Carry | None = 
     return _flow(cell, loss_fn, params, xs, carry, bool(spectral))
 
 
-def _ravel(carry: Carry) -> jax.Array:
-    """The carry's leaves side by side: `[*batch, K]`, the hidden part last."""
-    return jnp.concatenate(jax.tree.leaves(carry), axis=-1)
-
-
-def _unraveler(carry: Carry) -> Callable[[jax.Array], Carry]:
-    leaves, treedef = jax.tree.flatten(carry)
-    ends = list(itertools.accumulate(leaf.shape[-1] for leaf in leaves))[:-1]
-    return lambda s: jax.tree.unflatten(treedef, jnp.split(s, ends, axis=-1))
-
-
 def _norm(x: jax.Array, axis: tuple) -> jax.Array:
     """The 2-norm over `axis`, scaled by the largest entry first so that
     squares of 1e-30 (a vanished gradient) do not underflow in float32."""
@@ -146,8 +135,8 @@ def _norm(x: jax.Array, axis: tuple) -> jax.Array:
 @functools.partial(jax.jit, static_argnums=(0, 1, 5))
 def _flow(cell: Cell, loss_fn: LossFn | None, params, xs, carry0, spectral: bool) -> GradientFlow:
     T, batch_shape = xs.shape[0], xs.shape[1:-1]
-    unravel = _unraveler(carry0)
-    s0 = _ravel(carry0)
+    unravel = unraveler(carry0)
+    s0 = ravel(carry0)
     K, H = s0.shape[-1], jax.tree.leaves(carry0)[-1].shape[-1]
     hid = slice(K - H, K)  # the hidden part h of a flat carry
     pxs = cell.prepare(params, xs)
@@ -159,7 +148,7 @@ def _flow(cell: Cell, loss_fn: LossFn | None, params, xs, carry0, spectral: bool
             if jnp.shape(y) != (*batch_shape, H):
                 raise ValueError(f"cell: gradient_flow needs y = h (outputs of shape "
                                  f"{(*batch_shape, H)}), got outputs of shape {jnp.shape(y)}")
-            return _ravel(new) + delta, (y + delta[..., hid], s)
+            return ravel(new) + delta, (y + delta[..., hid], s)
 
         sT, (ys, states) = jax.lax.scan(body, s0 + probes[0], (pxs, probes[1:]))
         loss = jnp.zeros((), s0.dtype) if loss_fn is None else loss_fn(ys, unravel(sT))
@@ -189,7 +178,7 @@ def _spectral_norms(cell, params, unravel, states, pxs) -> jax.Array:
     `states [T, *batch, K]`: `jacfwd` of one step of one row, vmapped; the SVDs
     unbatched (module docstring)."""
     def one_step(s, px):  # s [K] -> s' [K]
-        return _ravel(cell.step(params, unravel(s), px)[0])
+        return ravel(cell.step(params, unravel(s), px)[0])
 
     K = states.shape[-1]
     J = jax.vmap(jax.jacfwd(one_step))(states.reshape(-1, K), pxs.reshape(-1, pxs.shape[-1]))
