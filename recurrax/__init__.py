@@ -12,7 +12,8 @@ equations), `scan` and `step` (running a sequence), the combinators `layer`,
     recurrax.train      train step, population, batching, checkpoint, results
     recurrax.models     language model, captioner, sampling, beam search
     recurrax.search     the architecture search: graphs, mutations, universal cell
-    recurrax.metrics    BLEU, n-gram baseline, gradient flow
+    recurrax.parallel   a cell evaluated over all time steps at once (DEER, ELK)
+    recurrax.metrics    BLEU, n-gram baseline, gradient flow, Lyapunov exponent
     recurrax.tasks      the study's datasets
 """
 

@@ -2,6 +2,7 @@ r"""Linear recurrences solved in parallel over time with `lax.associative_scan`.
 
     h_t = a_t ⊙ h_{t−1} + b_t        (`diagonal`: elementwise; real or complex)
     h_t = A_t h_{t−1} + b_t          (`dense`: A_t an N × N matrix per step)
+    h_t = a_t ⊙ h_{t−1} + b_t        (`log_diagonal`: from log a_t, log b_t; b_t ≥ 0)
 
 for t = 1 … T from a given `h_0`, time on axis 0. The pairs `(a_t, b_t)`
 compose associatively, `(a, b) ∘ (a', b') = (a' a, a' b + b')` (the later

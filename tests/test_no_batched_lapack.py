@@ -148,3 +148,15 @@ def test_reproducer_batched_stalls_exactly_on_affected_jaxlib():
         f"AFFECTED_JAXLIB, the docstrings of recurrax.train.population, "
         f"recurrax.metrics.gradient_flow and "
         f"experiments.jozefowicz.watchdog, and docs/experiments.md's 'XLA CPU stalls'.\n{log}")
+
+
+def test_dense_elk_has_no_lapack_call():
+    """ELK's Kalman combine solves N × N systems inside an associative scan,
+    several at once: by Gauss–Jordan in `jnp` operations, never LAPACK."""
+    from recurrax import parallel
+
+    cell = recurrax.cells.rnn(H)
+    params = cell.init(jax.random.PRNGKey(0), H)
+    xs = jnp.ones((6, 2, H))
+    hlo = compiled_text(lambda p: parallel.scan(cell, p, xs, method="elk")[1], params)
+    assert lapack_calls(hlo) == []

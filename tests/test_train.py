@@ -229,9 +229,11 @@ IMPORT_CORE = """
 import sys, recurrax
 loaded = sorted(m for m in sys.modules if m.startswith("recurrax."))
 heavy = ("recurrax.train", "recurrax.models", "recurrax.search", "recurrax.metrics",
-         "recurrax.tasks")
+         "recurrax.tasks", "recurrax.parallel")
 print([m for m in loaded if m.startswith(heavy)])
 import recurrax.train, recurrax.models, recurrax.search, recurrax.metrics, recurrax.tasks
+import recurrax.parallel
+print(all(hasattr(recurrax.parallel, n) for n in ("scan", "solve", "Info", "METHODS")))
 print(all(hasattr(recurrax.train, n)
           for n in ("TrainState", "population", "batching", "checkpoint")))
 print(all(hasattr(recurrax.models, n) for n in ("language_model", "sample", "beam", "captioner")))
@@ -243,7 +245,7 @@ def test_import_recurrax_loads_the_core_only():
     unloaded (a fresh process); each loads by name with what it exports."""
     out = subprocess.run([sys.executable, "-c", IMPORT_CORE], capture_output=True, text=True,
                          check=True).stdout.split("\n")
-    assert out[:3] == ["[]", "True", "True"]
+    assert out[:4] == ["[]", "True", "True", "True"]
     for name in ["Cell", "Seq", "scan", "step", "layer", "stack", "bidirectional", "with_resets",
                  "cells", "nn", "sequence_mask", "reverse_sequence"]:
         assert hasattr(recurrax, name)

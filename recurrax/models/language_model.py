@@ -71,8 +71,8 @@ def language_model(
     reads float vectors of `vocab_size` features. The readout has
     `output_size` units (default `vocab_size`).
 
-    `cell` is a name from `recurrax.cells.NAMES` or a `Cell` (then every layer
-    uses it). `embed_size` defaults to `hidden_size` (MUT1 and MUT2 need the two
+    `cell` is a name from `recurrax.cells.NAMES` or `LINEAR_NAMES`, or a `Cell`
+    (then every layer uses it). `embed_size` defaults to `hidden_size` (MUT1 and MUT2 need the two
     equal). `initializers` is passed to every cell built by name; `embed_init`
     and the readout default to Flax's initialisers.
     """
