@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run search char-rnn applications lint test test-all bench clean
+.PHONY: install run search char-rnn applications parallel-in-time lint test test-all bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ applications: $(STAMP)
 	$(PY) -m experiments.sentiment --preset quick
 	$(PY) -m experiments.captioning --preset quick
 
+parallel-in-time: $(STAMP)
+	$(PY) -m experiments.parallel_in_time --preset quick
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pyright
@@ -48,6 +51,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.profile_ops
 	$(PY) -m benchmarks.population_speed
 	$(PY) -m benchmarks.search_throughput
+	$(PY) -m benchmarks.parallel --steps 1000 --cells mingru,gru --hidden 8,64 --batch 1 --budget 300
 
 clean:
 	rm -rf $(VENV) build *.egg-info

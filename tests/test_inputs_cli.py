@@ -159,7 +159,7 @@ def test_application_options(module, cases, capsys, tmp_path):
 
 
 @pytest.mark.parametrize("module", ["char_rnn", "addition", "sentiment", "captioning",
-                                    "gradient_flow"])
+                                    "gradient_flow", "parallel_in_time"])
 def test_every_numeric_override_has_a_range(module, capsys, tmp_path):
     """Every int and float setting of a preset refuses -1 (ints) or nan
     (floats), whatever its range: no override goes unchecked."""

@@ -67,9 +67,10 @@ def _same_as_scan(cell, params, xs, carry, method="quasi-deer", max_iters=None, 
 #: (dense ELK compiles slowest: on the smallest cell only).
 CASES = [(name, "elk" if name == "rnn" else ("deer", "quasi-deer", "quasi-elk")[i % 3],
           bool(i % 2 == 0)) for i, name in enumerate(recurrax.cells.NAMES)]
-#: In the default run: every method once, on cells of each kind of carry; the
-#: rest with `-m slow` (`make test-all`).
-DEFAULT = ("rnn", "lstm", "lstm-f", "gru", "mut1")
+#: In the default run: every undamped method and quasi-ELK once, on cells of each
+#: kind of carry (dense ELK: `test_damped_step_...` below); the rest with `-m slow`
+#: (`make test-all`).
+DEFAULT = ("lstm", "lstm-f", "gru", "mut1")
 
 
 @pytest.mark.parametrize("name,method,reverse", [
@@ -195,14 +196,17 @@ def test_user_cell_with_a_tuple_carry_and_batch_axes_time_minor():
                             _grads(recurrax.scan, cell, params, xs, carry, **kw), **TOL)
 
 
-@pytest.mark.parametrize("name", recurrax.cells.LINEAR_NAMES)
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=() if n == "mingru" else pytest.mark.slow)
+    for n in recurrax.cells.LINEAR_NAMES])
 def test_linear_cells_solved_exactly_by_one_scan(name):
     with jax.enable_x64(True):
         cell = recurrax.cells.get(name, H)
         params, xs, carry = _setup(cell, key=13, D_in=H if name == "lru" else D)
         carry = jax.tree.map(lambda c: -c, carry)  # any sign: not only the log-space's h > 0
-        kw = dict(lengths=LENGTHS, reverse=name != "minlstm")  # both directions among the three
-        info = _same_as_scan(cell, params, xs, carry, **kw)
+        reverse = name != "minlstm"  # both directions among the three
+        kw = dict(lengths=LENGTHS, reverse=reverse)
+        info = _same_as_scan(cell, params, xs, carry, lengths=LENGTHS, reverse=reverse)
         assert info.method == "linear" and int(info.iterations) == 0
         assert bool(info.converged) and bool(info.parallel)
         _assert_trees_close(_grads(parallel.scan, cell, params, xs, carry, **kw),
@@ -258,6 +262,7 @@ def test_unconverged_is_an_error_eagerly_and_nan_with_a_check_under_jit():
         _assert_trees_close((c, ys), recurrax.scan(cell, params, xs, carry), **TOL)
 
 
+@pytest.mark.slow
 def test_damping_keeps_the_iterates_finite_where_undamped_ones_overflow():
     """An expanding recurrence over 400 steps in float32: the undamped iterates
     overflow at once (NaN residual, stopped after one iteration); the damped
@@ -290,6 +295,7 @@ def test_auto_rule_both_sides():
             assert bool(info.converged) == parallel_expected
 
 
+@pytest.mark.slow
 def test_memory_does_not_grow_with_the_iterations():
     with jax.enable_x64(True):
         cell = recurrax.cells.gru(H)
