@@ -11,6 +11,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.core import Tracer
 
 from recurrax.protocols import Cell
 
@@ -56,29 +57,33 @@ def check_size(name: str, value: Any, *, minimum: int = 1) -> int:
     return int(value)
 
 
+def is_traced(x: Any) -> bool:
+    """Whether `x` is a tracer (its values unknown until the program runs)."""
+    return isinstance(x, Tracer)
+
+
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
-    """`value`, one of the strings `choices`; a `TypeError` for a non-string,
-    a `ValueError` naming the choices for any other string."""
-    if not isinstance(value, str):
-        raise TypeError(f"{name}: expected one of {', '.join(map(repr, choices))}, got "
-                        f"{type(value).__name__} {value!r}")
-    if value not in choices:
-        raise ValueError(f"{name}: must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    """`value`, one of the strings `choices`; anything else (other kinds
+    included) a `ValueError` naming the choices."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
     return value
 
 
-def check_real(name: str, value: Any, *, minimum: float = 0.0, strict: bool = False) -> float:
-    """`value` as a finite Python float `>= minimum` (`> minimum` with
-    `strict`). Ints and NumPy reals are accepted; bools and other kinds are a
-    `TypeError`, a value out of range (NaN included) a `ValueError`."""
+def check_real(name: str, value: Any, *, minimum: float | None = None,
+               strict: bool = False) -> float:
+    """`value` as a finite Python float, `>= minimum` (`> minimum` with
+    `strict`) when a minimum is given. Ints and NumPy reals are accepted; bools
+    and other kinds are a `TypeError`, NaN, inf or a value out of range a
+    `ValueError`."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
                                                                      np.floating)):
-        raise TypeError(f"{name}: expected a real number, got {type(value).__name__} {value!r}")
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
     value = float(value)
-    ok = np.isfinite(value) and (value > minimum if strict else value >= minimum)
-    if not ok:
-        raise ValueError(f"{name}: must be a finite number {'>' if strict else '>='} {minimum}, "
-                         f"got {value!r}")
+    if minimum is not None and (value <= minimum if strict else value < minimum):
+        raise ValueError(f"{name} must be {'>' if strict else '>='} {minimum:g}, got {value!r}")
     return value
 
 
@@ -203,10 +208,9 @@ def check_lengths(lengths: Any, batch_shape: tuple, T: int, where: str = "") -> 
     dtype = lengths.dtype if hasattr(lengths, "dtype") else np.asarray(lengths).dtype
     if not np.issubdtype(dtype, np.integer):
         raise ValueError(f"{where}lengths: needs an integer dtype, got {dtype}")
-    try:
-        values = np.asarray(lengths)
-    except jax.errors.TracerArrayConversionError:
+    if is_traced(lengths):
         return lengths
+    values = np.asarray(lengths)
     if values.size and (values.min() < 0 or values.max() > T):
         raise ValueError(
             f"{where}lengths: every length must lie in [0, T] = [0, {T}]; got values from "

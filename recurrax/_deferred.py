@@ -72,6 +72,8 @@ import jax
 import jax.extend.core
 import jax.numpy as jnp
 
+from recurrax import _checks as checks
+
 #: The values of `scan`'s `weight_grads`: where the recurrent weights'
 #: gradients are computed.
 WeightGrads = Literal["after_loop", "in_loop"]
@@ -80,11 +82,7 @@ WEIGHT_GRADS: tuple[str, ...] = get_args(WeightGrads)
 
 def check_weight_grads(where: str, weight_grads: object) -> WeightGrads:
     """`weight_grads` itself, or a `ValueError` naming the allowed values."""
-    if weight_grads not in WEIGHT_GRADS:
-        raise ValueError(
-            f"{where}: weight_grads must be one of {', '.join(map(repr, WEIGHT_GRADS))}, "
-            f"got {weight_grads!r}"
-        )
+    checks.check_choice(f"{where}: weight_grads", weight_grads, WEIGHT_GRADS)
     return cast(WeightGrads, weight_grads)  # one of WEIGHT_GRADS, checked above
 
 

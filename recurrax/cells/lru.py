@@ -8,22 +8,11 @@ import math
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from recurrax import _checks, _linear_scan
 from recurrax import initializers as inits
 from recurrax.cells import _common as C
 from recurrax.protocols import Cell
-
-
-def _check_real(name: str, value: object) -> float:
-    """A finite real number (NumPy scalars accepted); bools and the rest are
-    a `TypeError`, inf and NaN a `ValueError`."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
-        raise TypeError(f"lru: {name} must be a number, got {type(value).__name__} {value!r}")
-    if not np.isfinite(value):
-        raise ValueError(f"lru: {name} must be finite, got {value!r}")
-    return float(value)
 
 
 def _lambda(params: dict) -> tuple[jax.Array, jax.Array]:
@@ -72,15 +61,13 @@ def lru(
     """
     H = C.check_hidden_size("lru", hidden_size)
     N = H if state_size is None else _checks.check_size("lru: state_size", state_size)
-    r_min, r_max = _check_real("r_min", r_min), _check_real("r_max", r_max)
-    max_phase = _check_real("max_phase", max_phase)
+    r_min, r_max = _checks.check_real("lru: r_min", r_min), _checks.check_real("lru: r_max", r_max)
+    max_phase = _checks.check_real("lru: max_phase", max_phase, minimum=0.0, strict=True)
     if not 0.0 <= r_min <= r_max <= 1.0 or r_min == 1.0:
         raise ValueError(
             f"lru: needs 0 <= r_min <= r_max <= 1 and r_min < 1 (|λ| = 1 is outside the "
             f"exponential parametrisation), got r_min={r_min}, r_max={r_max}"
         )
-    if max_phase <= 0.0:
-        raise ValueError(f"lru: max_phase must be > 0, got {max_phase}")
     if not isinstance(initializers, inits.Initializers):
         raise TypeError(
             f"lru: initializers must be a recurrax.initializers.Initializers (the LRU uses "

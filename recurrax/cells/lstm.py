@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from recurrax import _checks
 from recurrax import initializers as inits
 from recurrax.cells import _common as C
 from recurrax.protocols import Cell
@@ -43,12 +43,7 @@ def lstm(
     input_gate = C.check_flag("lstm", "input_gate", input_gate)
     forget_gate = C.check_flag("lstm", "forget_gate", forget_gate)
     output_gate = C.check_flag("lstm", "output_gate", output_gate)
-    if isinstance(forget_bias, (bool, np.bool_)) or not isinstance(forget_bias, (int, float,
-                                                                                np.number)):
-        raise TypeError(f"lstm: forget_bias must be a number, got {type(forget_bias).__name__} "
-                        f"{forget_bias!r}")
-    if not np.isfinite(forget_bias):
-        raise ValueError(f"lstm: forget_bias must be finite, got {forget_bias!r}")
+    _checks.check_real("lstm: forget_bias", forget_bias)
     switches = {"i": input_gate, "f": forget_gate, "g": True, "o": output_gate}
     blocks = [gate for gate, on in switches.items() if on]
     if not forget_gate and forget_bias != 0.0:

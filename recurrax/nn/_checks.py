@@ -26,15 +26,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.core import Tracer
 from jax.experimental import checkify
 
+from recurrax._checks import is_traced
+
 MODES = ("fill", "clip")
-
-
-def is_traced(x: Any) -> bool:
-    """Whether `x` is a tracer (its values unknown until the program runs)."""
-    return isinstance(x, Tracer)
 
 
 def check_size(where: str, name: str, value: Any, minimum: int = 1) -> int:
@@ -79,9 +75,7 @@ def check_integer(where: str, name: str, ids: Any) -> Any:
 
 
 def _concrete(x: Any) -> np.ndarray | None:
-    if isinstance(x, Tracer):
-        return None
-    return np.asarray(x)
+    return None if is_traced(x) else np.asarray(x)
 
 
 def check_range(where: str, name: str, ids: Any, size: int, what: str, mask: Any = None,

@@ -144,13 +144,13 @@ def solve(cell: Cell, params: Any, xs: jax.Array, carry: Carry | None = None, *,
     method = checks.check_choice("method", method, (*newton.METHODS, "auto", "sequential"))
     on_failure = checks.check_choice("on_failure", on_failure, ON_FAILURE)
     if tol is not None:
-        tol = checks.check_real("tol", tol, strict=True)
+        tol = checks.check_real("tol", tol, minimum=0.0, strict=True)
     if max_iters is not None:
         max_iters = checks.check_size("max_iters", max_iters, minimum=0)
     if damping is not None:
         if not method.endswith("elk"):
             raise ValueError(f"damping: applies to method 'elk' or 'quasi-elk', not {method!r}")
-        damping = checks.check_real("damping", damping)
+        damping = checks.check_real("damping", damping, minimum=0.0)
     run = setup_run(cell, params, xs, carry, lengths, time_major)
     xs = run.xs if time_major else jnp.moveaxis(run.xs, run.time_axis, 0)
     T = xs.shape[0]
@@ -222,17 +222,9 @@ def _auto(cell: Cell, params: Any, xs: jax.Array, carry: Carry) -> jax.Array:
     return jnp.max(exponent) < 0
 
 
-def _concrete(x: jax.Array) -> bool:
-    try:
-        np.asarray(x)
-    except jax.errors.TracerArrayConversionError:
-        return False
-    return True
-
-
 def _raise_if_failed(info: Info) -> None:
     """`on_failure="error"`, eager: raise where the iterations failed."""
-    if not _concrete(info.converged) or bool(np.asarray(info.converged)):
+    if checks.is_traced(info.converged) or bool(np.asarray(info.converged)):
         return
     raise ParallelError(
         f"recurrax.parallel.solve: method {info.method!r} did not converge in "
