@@ -71,7 +71,11 @@ def gauss_jordan(a: jax.Array, b: jax.Array) -> jax.Array:
     return jax.lax.fori_loop(0, N, column, ab)[..., N:]
 
 
-class _Dense:
+class Dense:
+    """Products, transposes and solves of `[..., N, N]` step matrices."""
+
+    scan = staticmethod(_linear_scan.dense)
+
     @staticmethod
     def mm(a, b):
         return a @ b
@@ -97,7 +101,11 @@ class _Dense:
         return 0.5 * (a + jnp.swapaxes(a, -1, -2))
 
 
-class _Diagonal:
+class Diagonal:
+    """The same operations on diagonals `[..., N]`: all elementwise."""
+
+    scan = staticmethod(_linear_scan.diagonal)
+
     @staticmethod
     def mm(a, b):
         return a * b
@@ -126,7 +134,7 @@ def damped_step(A: jax.Array, u: jax.Array, y: jax.Array, s0: jax.Array,
     """The minimiser of the module docstring's objective: `[T, R, N]` from the
     step matrices `A` (`[T, R, N, N]`, or `[T, R, N]` with `diagonal`), the
     offsets `u` and observations `y` (`[T, R, N]`), `s0` `[R, N]`."""
-    op = _Diagonal if diagonal else _Dense
+    op = algebra(diagonal)
     K = damping / (1 + damping)
     u = u.at[0].add(op.mv(A[0], s0))
     A = A.at[0].set(jnp.zeros_like(A[0]))
@@ -160,8 +168,9 @@ def damped_step(A: jax.Array, u: jax.Array, y: jax.Array, s0: jax.Array,
     g = m_t - op.mv(E, op.mv(A_next, m_t) + u_next)
     E = jnp.concatenate([E, jnp.zeros_like(E[:1])])
     g = jnp.concatenate([g, m[-1:]])
-    return _linear_scan_for(diagonal)(E, g, jnp.zeros_like(s0), reverse=True)
+    return op.scan(E, g, jnp.zeros_like(s0), reverse=True)
 
 
-def _linear_scan_for(diagonal: bool):
-    return _linear_scan.diagonal if diagonal else _linear_scan.dense
+def algebra(diagonal: bool) -> type[Dense] | type[Diagonal]:
+    """The operations for diagonal (quasi) or full step matrices."""
+    return Diagonal if diagonal else Dense

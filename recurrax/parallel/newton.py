@@ -29,7 +29,6 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from recurrax import _linear_scan
 from recurrax.parallel import kalman
 from recurrax.parallel import problem as P
 
@@ -60,6 +59,7 @@ def iterate(problem: P.Problem, params: Any, method: str, tol: float, max_iters:
     λ → 0, the undamped method's fast convergence."""
     diagonal = method.startswith("quasi")
     damped = method.endswith("elk")
+    op = kalman.algebra(diagonal)
     T = problem.valid.shape[0]
     init = jnp.broadcast_to(problem.s0, (T, *problem.s0.shape))
     values0 = P.step_all(problem, params, P.previous(problem, init))
@@ -75,13 +75,11 @@ def iterate(problem: P.Problem, params: Any, method: str, tol: float, max_iters:
         s, k, r, merit, lam = state
         s_prev = P.previous(problem, s)
         values, A = P.jacobians(problem, params, s_prev, diagonal)
-        mv = jnp.multiply if diagonal else (lambda a, x: jnp.einsum("...ij,...j->...i", a, x))
-        u = values - mv(A, s_prev)
+        u = values - op.mv(A, s_prev)
         if damped:
             new = kalman.damped_step(A, u, s, problem.s0, lam, diagonal)
         else:
-            solve = _linear_scan.diagonal if diagonal else _linear_scan.dense
-            new = solve(A, u, problem.s0)
+            new = op.scan(A, u, problem.s0)
         new_values = P.step_all(problem, params, P.previous(problem, new))
         new_r, new_merit = P.residual(new, new_values), _merit(new, new_values)
         if not damped:

@@ -19,6 +19,7 @@ that says when the iterates have converged (`r ≤ tol`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -51,9 +52,7 @@ def make(cell: Cell, carry: Carry, pxs: Any, valid: jax.Array | None,
     """The flat problem of a run: time-major `pxs` `[T, *batch, ...]`, the
     initial `carry`, `valid` `[T, *batch]` or None."""
     T = jax.tree.leaves(pxs)[0].shape[0]
-    R = 1
-    for n in batch_shape:
-        R *= n
+    R = math.prod(batch_shape)
     flat = jax.tree.map(lambda a: a.reshape(T, R, *a.shape[1 + len(batch_shape):]), pxs)
     s0 = ravel(carry).reshape(R, -1)
     v = jnp.ones((T, R), bool) if valid is None else valid.reshape(T, R)
