@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from recurrax import _blocks as blocks
 from recurrax import _deferred as deferred
 from recurrax import initializers as inits
 
@@ -139,6 +140,9 @@ def recurrent_matmul(params: dict[str, jax.Array], h: jax.Array,
     (`jax.checkpoint`, `vmap`, `cond`), it is plain `h @ W`, differentiated as
     usual. `h` may have any leading axes.
     """
+    kernel_matmul = blocks.active_matmul()  # traced by a fused kernel (recurrax._blocks)
+    if kernel_matmul is not None:
+        return kernel_matmul(params, h, names)
     return deferred.marked_matmul(h, fused(params, names), names)
 
 
@@ -169,7 +173,10 @@ def linear_prepare(
 
 
 def split(a: jax.Array, n: int) -> list[jax.Array]:
-    """Split the last axis into `n` equal blocks (the inverse of `fused`)."""
+    """Split the last axis into `n` equal blocks (the inverse of `fused`); a
+    fused kernel's `GateBlocks` give their blocks (recurrax._blocks)."""
+    if isinstance(a, blocks.GateBlocks):
+        return a.split(n)
     return jnp.split(a, n, axis=-1)
 
 
