@@ -22,11 +22,12 @@ from recurrax.combinators import bidirectional, layer, stack
 from recurrax.masking import reverse_sequence, sequence_mask
 from recurrax.protocols import Cell, Seq
 from recurrax.resets import with_resets
-from recurrax.scan import default_hoist, scan, step
+from recurrax.scan import default_hoist, default_kernel, scan, step
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Cell", "Seq", "bidirectional", "cells", "default_hoist", "initializers", "layer", "nn",
+    "Cell", "Seq", "bidirectional", "cells", "default_hoist", "default_kernel", "initializers",
+    "layer", "nn",
     "reverse_sequence", "scan", "sequence_mask", "stack", "step", "with_resets",
 ]

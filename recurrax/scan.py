@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
 import jax
 import jax.numpy as jnp
@@ -41,6 +41,27 @@ def default_hoist(batch_size: int, backend: str | None = None) -> bool:
     return batch_size <= HOIST_MAX_BATCH
 
 
+#: On a GPU, `kernel=None` runs the fused Pallas kernel (`recurrax.kernels`)
+#: for the `(batch size, hidden size)` pairs listed here, the shapes where
+#: `benchmarks/gpu.sh` measured it faster than `lax.scan` forward+backward;
+#: elsewhere `lax.scan`. No GPU has measured it yet (docs/performance.md), so
+#: the set is empty and `kernel=None` means `lax.scan` everywhere.
+PALLAS_FASTER: frozenset[tuple[int, int]] = frozenset()
+
+Kernel = Literal["pallas", "scan"]
+KERNELS: tuple[str, ...] = get_args(Kernel)
+
+
+def default_kernel(batch_size: int, hidden_size: int, backend: str | None = None) -> Kernel:
+    """The rule `kernel=None` follows: `"pallas"` on a GPU (default backend:
+    `jax.default_backend()`) for the `(batch_size, hidden_size)` pairs in
+    `PALLAS_FASTER`, else `"scan"`. On the CPU the kernels run only in
+    Pallas's interpreter, a tool for testing, so always `"scan"`."""
+    if (backend or jax.default_backend()) != "gpu":
+        return "scan"
+    return "pallas" if (batch_size, hidden_size) in PALLAS_FASTER else "scan"
+
+
 def scan(
     cell: Cell,
     params: Any,
@@ -54,8 +75,10 @@ def scan(
     hoist: bool | None = None,
     time_major: bool = True,
     weight_grads: WeightGrads = "after_loop",
+    kernel: Kernel | None = None,
 ) -> tuple[Carry, jax.Array]:
-    r"""Run `cell` over the time axis of `xs` with `jax.lax.scan`.
+    r"""Run `cell` over the time axis of `xs` with `jax.lax.scan` (or a fused
+    kernel, see `kernel`).
 
     For t = 0 … T−1 (or T−1 … 0 with `reverse=True`):
 
@@ -91,6 +114,14 @@ def scan(
         numbers up to float rounding; both support reverse and forward mode
         (`jax.grad`, `jax.jvp`, `jax.jacfwd`) and higher derivatives. With
         `remat=True` the weight gradients stay in the loop either way.
+      kernel: `"scan"` runs `lax.scan` as above; `"pallas"` the fused kernels
+        of `recurrax.kernels.scan` (on a GPU, or in Pallas's interpreter on
+        any other backend), same numbers up to float rounding, for the
+        built-in gated cells, with `hoist`, `unroll`, `remat` and
+        `weight_grads` at their defaults (the kernel hoists, has no unroll
+        and no remat, and computes the weight gradients after its loop).
+        `None` picks by `default_kernel`, falling back to `"scan"` for any
+        cell or option the kernel does not take.
 
     Returns:
       `(carry, ys)`: the final carry and the outputs `ys`, `[T, *batch, H]`
@@ -113,7 +144,15 @@ def scan(
     hoist = checks.check_flag("hoist", hoist, allow_none=True)
     time_major = checks.check_flag("time_major", time_major)
     unroll = checks.check_unroll(unroll)
+    if kernel is not None:
+        checks.check_choice("scan: kernel", kernel, KERNELS)
     run = setup_run(cell, params, xs, carry, lengths, time_major)
+    options = {"hoist": hoist in (None, True), "unroll": unroll == 1, "remat": not remat,
+               "weight_grads": weight_grads == "after_loop"}
+    if kernel is None and all(options.values()):
+        kernel = default_kernel(math.prod(run.batch_shape), cell.hidden_size)
+    if kernel == "pallas":
+        return _fused_kernel(cell, params, xs, carry, lengths, reverse, time_major, options)
     xs, time_axis, batch_shape, carry, lengths = (
         run.xs, run.time_axis, run.batch_shape, run.carry, run.lengths)
     if hoist is None:
@@ -133,6 +172,21 @@ def scan(
     if not time_major:
         ys = jnp.moveaxis(ys, 0, time_axis)
     return carry, ys
+
+
+def _fused_kernel(cell: Cell, params: Any, xs: jax.Array, carry: Carry | None,
+                  lengths: jax.Array | None, reverse: bool, time_major: bool,
+                  options: dict[str, bool]) -> tuple[Carry, jax.Array]:
+    """`scan(kernel="pallas")`: `recurrax.kernels.scan`, after refusing the
+    options it does not take."""
+    refused = [name for name, fine in options.items() if not fine]
+    if refused:
+        raise ValueError(
+            f"scan: kernel='pallas' takes {', '.join(refused)} only at the default "
+            f"(hoist=None or True, unroll=1, remat=False, weight_grads='after_loop')")
+    from recurrax import kernels  # imported on use: Pallas is not loaded by `import recurrax`
+    return kernels.scan(cell, params, xs, carry, lengths=lengths, reverse=reverse,
+                        time_major=time_major, interpret=jax.default_backend() != "gpu")
 
 
 class Run(NamedTuple):

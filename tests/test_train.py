@@ -229,11 +229,12 @@ IMPORT_CORE = """
 import sys, recurrax
 loaded = sorted(m for m in sys.modules if m.startswith("recurrax."))
 heavy = ("recurrax.train", "recurrax.models", "recurrax.search", "recurrax.metrics",
-         "recurrax.tasks", "recurrax.parallel")
+         "recurrax.tasks", "recurrax.parallel", "recurrax.kernels")
 print([m for m in loaded if m.startswith(heavy)])
 import recurrax.train, recurrax.models, recurrax.search, recurrax.metrics, recurrax.tasks
-import recurrax.parallel
-print(all(hasattr(recurrax.parallel, n) for n in ("scan", "solve", "Info", "METHODS")))
+import recurrax.parallel, recurrax.kernels
+print(all(hasattr(recurrax.parallel, n) for n in ("scan", "solve", "Info", "METHODS"))
+      and hasattr(recurrax.kernels, "scan"))
 print(all(hasattr(recurrax.train, n)
           for n in ("TrainState", "population", "batching", "checkpoint")))
 print(all(hasattr(recurrax.models, n) for n in ("language_model", "sample", "beam", "captioner")))
