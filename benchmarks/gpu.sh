@@ -6,6 +6,7 @@
 #     bash benchmarks/gpu.sh [OUT_DIR]      # default: $OUT if set, else results/bench/gpu
 #     GPU_SMOKE=1 bash benchmarks/gpu.sh /tmp/smoke   # the same steps, tiny shapes (CPU is fine)
 #     GPU_ONLY=parallel bash benchmarks/gpu.sh      # part 5 alone (under 4 minutes)
+#     GPU_ONLY=kernels bash benchmarks/gpu.sh       # part 6 alone (under 9 minutes)
 #
 # Needs python3 with jax (CUDA), flax, equinox, matplotlib; torch (cuDNN) is
 # optional. Runs five parts, each under a hard `timeout` and a softer
@@ -32,6 +33,13 @@
 #                 mingru T = 10k (its exact linear scan, and quasi-DEER); then lstm and
 #                 gru at T = 10k and 1k, H 8..256, B 1 and 16, forward, every method
 #                 (cut by its budget)
+#   6. kernels    (GPU_ONLY=kernels; also after part 5 when GPU_ONLY is unset)
+#                 the fused Pallas kernels: first checked against recurrax.scan on
+#                 the GPU (every gated cell, values and gradients, both precisions:
+#                 kernel_check.jsonl), then lstm forward+backward at B 1..256 ×
+#                 H 256..1024 (T 256) beside cuDNN (JAX and PyTorch), Flax,
+#                 Equinox, lax.scan and the limit in float32, then bfloat16, then
+#                 the forward pass, then every gated cell at (64, 256, 512)
 set -uo pipefail
 
 source "$(dirname "$0")/device_env.sh" results/bench/gpu "${1:-}"
@@ -50,6 +58,10 @@ if [ "${GPU_SMOKE:-0}" = 1 ]; then
     PAR_LONG=(--steps 32 --hidden 4 --batch 1 --rounds 1 --warmup 0)
     PAR_MINGRU=(--steps 16 --hidden 4 --batch 1 --rounds 1 --warmup 0)
     PAR_GRID=(--steps 16 --hidden 4 --batch 2 --rounds 1 --warmup 0)
+    K_CHECK=(--batch 2 --steps 4 --hidden 16)
+    K_GRID=(--batch 1,2 --hidden 16 --steps 8 --rounds 1 --warmup 0)
+    K_CELLS=(--batch 2 --hidden 16 --steps 8 --rounds 1 --warmup 0)
+    export RECURRAX_BENCH_INTERPRET=1  # the kernels in Pallas's interpreter on a CPU
 else
     REFERENCE=(--quick --rounds 5)
     SWEEP=(--centre 64,256,512 --batch 1,16,64,256 --hidden 128,256,512,1024
@@ -60,6 +72,9 @@ else
     PAR_LONG=(--steps 100000 --hidden 64 --batch 1 --rounds 3)
     PAR_MINGRU=(--steps 10000 --hidden 64,256 --batch 1,16 --rounds 3)
     PAR_GRID=(--steps 10000,1000 --hidden 8,64,256 --batch 1,16 --rounds 3)
+    K_CHECK=(--batch 16 --steps 32 --hidden 256)
+    K_GRID=(--batch 1,16,32,64,256 --hidden 256,512,1024 --steps 256 --rounds 5)
+    K_CELLS=(--batch 64 --hidden 512 --steps 256 --rounds 5)
 fi
 
 part() {  # part NAME TIMEOUT_S BUDGET_S ARGS...: one benchmark process under a hard limit
@@ -96,7 +111,7 @@ except Exception as err:
     print("torch not importable:", err)
 EOF
 
-if [ "${GPU_ONLY:-}" != parallel ]; then
+if [ -z "${GPU_ONLY:-}" ]; then
 part reference 120 75 "${REFERENCE[@]}" --parts throughput --cells lstm,gru,mut1 \
     --dtypes float32
 part sweep 105 60 "${SWEEP[@]}" --grid star --cells lstm --parts throughput --dtypes float32 \
@@ -107,18 +122,37 @@ part bfloat16 60 25 "${BF16[@]}" --cells lstm --parts throughput --dtypes bfloat
 part compile 90 60 "${COMPILE[@]}" --parts memory,compile --unrolls 1,4,16,T
 fi
 parallel_part() { BENCH=benchmarks.parallel BENCH_OUT="$PARALLEL_JSONL" part "$@"; }
+if [ "${GPU_ONLY:-parallel}" = parallel ]; then
 parallel_part parallel-long 75 45 "${PAR_LONG[@]}" --cells gru --methods quasi-deer \
     --memory-cap-gib 16 --max-work 1e11
 parallel_part parallel-mingru 60 35 "${PAR_MINGRU[@]}" --cells mingru --methods quasi-deer \
     --memory-cap-gib 16 --max-work 1e11
 parallel_part parallel-grid 120 90 "${PAR_GRID[@]}" --cells gru,lstm --passes forward \
     --memory-cap-gib 16 --max-work 1e11
+fi
+
+if [ "${GPU_ONLY:-kernels}" = kernels ]; then
+echo "=== part kernel-check at $(( $(date +%s) - START )) s"
+timeout -k 10 120 "$PY" -m benchmarks.kernel_check "${K_CHECK[@]}" \
+    --out "$OUT_DIR/kernel_check.jsonl" --run-id "$RUN_ID" \
+    || echo "=== part kernel-check: a cell failed or the part timed out (see above)"
+part kernels-float32 240 170 "${K_GRID[@]}" --grid cross --cells lstm --parts throughput \
+    --dtypes float32 --passes forward+backward \
+    --impls recurrax,recurrax-pallas,jax-cudnn,torch,flax-OptimizedLSTMCell,equinox,limit
+part kernels-bfloat16 75 50 "${K_GRID[@]}" --grid cross --cells lstm --parts throughput \
+    --dtypes bfloat16 --passes forward+backward --impls recurrax,recurrax-pallas,torch,limit
+part kernels-forward 60 35 "${K_GRID[@]}" --grid cross --cells lstm --parts throughput \
+    --dtypes float32 --passes forward --impls recurrax,recurrax-pallas,jax-cudnn,torch
+part kernels-cells 90 60 "${K_CELLS[@]}" --grid cross --parts throughput --dtypes float32 \
+    --passes forward+backward --impls recurrax,recurrax-pallas,recurrax-reset-after-pallas \
+    --cells lstm,lstm-i,lstm-f,lstm-o,lstm-b,gru,mut1,mut2,mut3
+fi
 
 echo "=== report at $(( $(date +%s) - START )) s"
 [ "${GPU_ONLY:-}" = parallel ] || timeout -k 5 40 "$PY" -m benchmarks.report "$JSONL" \
     --run-id "$RUN_ID" || echo "=== report failed"
-timeout -k 5 30 "$PY" -m benchmarks.parallel --report "$PARALLEL_JSONL" --run-id "$RUN_ID" \
-    || echo "=== parallel report failed"
+[ "${GPU_ONLY:-}" = kernels ] || timeout -k 5 30 "$PY" -m benchmarks.parallel --report \
+    "$PARALLEL_JSONL" --run-id "$RUN_ID" || echo "=== parallel report failed"
 echo "=== done in $(( $(date +%s) - START )) s; files:"
 ls -la "$OUT_DIR"
 }

@@ -10,6 +10,15 @@ Cells (families) and the implementations of each:
   `cells.gru(H, reset_after=True)` (the form of the peers); Flax
   `nn.RNN(GRUCell)`; Equinox `GRUCell`; PyTorch `nn.GRU`; the limit.
 - `mut1`: recurrax `cells.mut1(H)` (needs D == H); the limit.
+- `lstm-i`, `lstm-f`, `lstm-o`, `lstm-b`, `mut2` (D == H), `mut3`: recurrax
+  and the limit (none for MUT2, whose input and recurrent matmuls differ in
+  width), to hold the other gated cells' speed against the LSTM's.
+
+Every recurrax cell also runs as `<id>-pallas`: `recurrax.kernels.scan`, the
+fused Pallas kernels (float32; in bfloat16 the mixed mode, bfloat16 matmuls
+with a float32 carry). They run on a GPU only, since Pallas's interpreter is
+a tool for testing, not a speed (`RECURRAX_BENCH_INTERPRET=1` runs it anyway,
+for a smoke run on the CPU).
 
 Every implementation reads its natural layout (recurrax, Equinox, PyTorch
 time-major `[T, B, D]`; Flax and cuDNN batch-major `[B, T, D]`), starts from a
@@ -61,14 +70,20 @@ class Family(NamedTuple):
     gates: int              # G in `timing.rnn_flops`: matmul width G·H per step
     impls: tuple[str, ...]  # implementation ids, recurrax first, the limit last
     needs_d_equals_h: bool = False
+    input_gates: int | None = None  # width of the input matmul when it differs (MUT2: 2)
 
 
 FAMILIES = {
-    "lstm": Family(4, ("recurrax", "flax-LSTMCell", "flax-OptimizedLSTMCell", "equinox",
-                       "torch", "jax-cudnn", "limit")),
-    "gru": Family(3, ("recurrax", "recurrax-reset-after", "flax-GRUCell", "equinox",
-                      "torch", "limit")),
-    "mut1": Family(2, ("recurrax", "limit"), needs_d_equals_h=True),
+    "lstm": Family(4, ("recurrax", "recurrax-pallas", "flax-LSTMCell", "flax-OptimizedLSTMCell",
+                       "equinox", "torch", "jax-cudnn", "limit")),
+    "gru": Family(3, ("recurrax", "recurrax-reset-after", "recurrax-pallas",
+                      "recurrax-reset-after-pallas", "flax-GRUCell", "equinox", "torch",
+                      "limit")),
+    "mut1": Family(2, ("recurrax", "recurrax-pallas", "limit"), needs_d_equals_h=True),
+    **{name: Family(gates, ("recurrax", "recurrax-pallas", "limit"))
+       for name, gates in (("lstm-i", 3), ("lstm-f", 3), ("lstm-o", 3), ("lstm-b", 4),
+                           ("mut3", 3))},
+    "mut2": Family(3, ("recurrax", "recurrax-pallas"), needs_d_equals_h=True, input_gates=2),
 }
 
 PASSES = ("forward", "forward+backward")
@@ -78,6 +93,11 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 def is_recurrax(impl: str) -> bool:
     return impl.startswith("recurrax")
+
+
+def is_kernel(impl: str) -> bool:
+    """A recurrax implementation through the fused kernels (no hoist setting)."""
+    return impl.split("+")[0].endswith("-pallas")
 
 
 def recurrax_id(impl: str, hoist: str) -> str:
@@ -94,6 +114,8 @@ def gpu_present() -> bool:
 def unavailable(impl: str, dtype: str) -> str | None:
     """Why `impl` cannot run here in `dtype`, or None if it can."""
     base = impl.split("+")[0]
+    if is_kernel(base) and not gpu_present() and os.environ.get("RECURRAX_BENCH_INTERPRET") != "1":
+        return "the fused kernels run on a GPU (Pallas's interpreter is no measure of speed)"
     if base == "torch":
         try:
             import_torch()
@@ -149,6 +171,7 @@ def _initial(impl: str, cell: str, D: int, H: int):
     ±1/√H (PyTorch's rule) for every implementation. The tree comes from the
     implementation's own initialiser under `jax.eval_shape`, so nothing is
     compiled (XLA CPU takes seconds to compile a random initialiser)."""
+    impl = impl.removesuffix("-pallas")
     if impl in ("recurrax", "recurrax-reset-after"):
         rcell = recurrax_cell(cell, H, reset_after=impl == "recurrax-reset-after")
         tree = jax.eval_shape(lambda: rcell.init(jax.random.key(0), D))
@@ -172,12 +195,18 @@ def _initial(impl: str, cell: str, D: int, H: int):
     return jax.tree.map(lambda a: rng.uniform(-bound, bound, a.shape).astype(np.float32), tree)
 
 
-def _recurrax(cell, shape, dtype, *, reset_after=False, **scan_kw):
+def _recurrax(cell, shape, dtype, *, reset_after=False, kernel=False, **scan_kw):
     rcell = recurrax_cell(cell, shape.H, reset_after)
     impl = "recurrax-reset-after" if reset_after else "recurrax"
     params = _cast(_initial(impl, cell, shape.D, shape.H), dtype)
 
     def apply(params, xs):
+        if kernel:
+            from recurrax import kernels
+
+            matmul_dtype = jnp.bfloat16 if dtype == jnp.bfloat16 else None
+            return kernels.scan(rcell, params, xs, matmul_dtype=matmul_dtype,
+                                interpret=not gpu_present())[1]
         return recurrax.scan(rcell, params, xs, **scan_kw)[1]
 
     return apply, params, _inputs(shape, dtype, batch_major=False)
@@ -256,10 +285,10 @@ def jax_parts(impl: str, cell: str, shape: Shape, dtype,
     """(apply, params, xs) of a JAX implementation; `scan_kw` go to
     `recurrax.scan` (unroll, remat, hoist)."""
     base = impl.split("+")[0]
-    if base == "recurrax":
-        return _recurrax(cell, shape, dtype, **scan_kw)
-    if base == "recurrax-reset-after":
-        return _recurrax(cell, shape, dtype, reset_after=True, **scan_kw)
+    if base in ("recurrax", "recurrax-reset-after", "recurrax-pallas",
+                "recurrax-reset-after-pallas"):
+        return _recurrax(cell, shape, dtype, reset_after=base.startswith("recurrax-reset-after"),
+                         kernel=is_kernel(base), **scan_kw)
     if base.startswith("flax-"):
         return _flax(base.removeprefix("flax-"), shape, dtype)
     if base == "equinox":

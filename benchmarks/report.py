@@ -147,6 +147,28 @@ def memory_table(records) -> list[str]:
     return lines
 
 
+def kernel_cost_table(records) -> list[str]:
+    """First call (compile + one run) and compiled memory of the fused kernels
+    beside recurrax's `lax.scan` and the peers, where a run timed the kernels."""
+    rows = _latest(records, "throughput",
+                   lambda r: (r["cell"], r["impl"], r["pass"], r["dtype"], *map(r.get, SHAPE)))
+    groups = defaultdict(dict)
+    for r in rows:
+        groups[(r["cell"], r["pass"], r["dtype"], *map(r.get, SHAPE))][r["impl"]] = r
+    groups = {k: v for k, v in groups.items() if any(i.endswith("-pallas") for i in v)}
+    if not groups:
+        return []
+    lines = ["\n**First call (compile + one run, s) and compiled memory (MiB)**\n",
+             "| cell, pass, dtype | B, T, D, H | implementation: first call / memory |",
+             "| --- | --- | --- |"]
+    for key in sorted(groups):
+        impls = _impl_order(key[0], groups[key])
+        cost = ", ".join(f"{i}: {groups[key][i].get('first_call_s', 0):.2f} / "
+                         f"{mb(groups[key][i].get('memory_bytes'))}" for i in impls)
+        lines.append(f"| {', '.join(key[:3])} | {', '.join(map(str, key[3:]))} | {cost} |")
+    return lines
+
+
 def skip_lines(records) -> list[str]:
     reasons = defaultdict(set)
     for r in records:
@@ -168,7 +190,8 @@ def markdown(records) -> str:
             "Tokens/s = batch × steps per second, median of interleaved rounds in one "
             "process. The limit is the same matmuls with the time dependency removed. "
             "Forward+backward = gradients for params and inputs.")
-    body = throughput_tables(records) + compile_table(records) + memory_table(records)
+    body = (throughput_tables(records) + kernel_cost_table(records) + compile_table(records)
+            + memory_table(records))
     return "\n".join([head, *body, *skip_lines(records)]) + "\n"
 
 

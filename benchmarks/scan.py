@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import importlib.metadata
 import itertools
 import os
@@ -84,8 +85,7 @@ def input_size(cell: str, H: int) -> int:
 def plan(args) -> list[tuple[str, Shape]]:
     """(cell, shape) pairs to time, in order."""
     if args.preset == "quick":
-        pairs = [(c, s) for c in ("lstm", "gru", "mut1") for s in REFERENCE_SHAPES
-                 if c in args.cells]
+        pairs = [(c, s) for c in args.cells for s in REFERENCE_SHAPES]
     elif args.preset == "tiny":
         pairs = [(c, Shape(2, 8, 8, 16)) for c in args.cells]
     else:
@@ -109,7 +109,7 @@ def implementations(cell: str, args) -> list[str]:
     for impl in FAMILIES[cell].impls:
         if args.impls and impl not in args.impls:
             continue
-        if peers.is_recurrax(impl):
+        if peers.is_recurrax(impl) and not peers.is_kernel(impl):
             out += [peers.recurrax_id(impl, h) for h in args.hoist]
         else:
             out.append(impl)
@@ -151,7 +151,7 @@ def measure(rec: Recorder, cell: str, shape: Shape, dtype: str, pass_: str, impl
     and pass; write one throughput record each (or a skip record)."""
     backward = pass_ == "forward+backward"
     base = {"cell": cell, "pass": pass_, "dtype": dtype, **shape._asdict()}
-    thunks, first_call = {}, {}
+    thunks, first_call, memory = {}, {}, {}
     for impl in impls:
         reason = peers.unavailable(impl, dtype)
         if reason is None:
@@ -161,6 +161,7 @@ def measure(rec: Recorder, cell: str, shape: Shape, dtype: str, pass_: str, impl
                 block(thunk())
                 first_call[impl] = time.perf_counter() - start
                 thunks[impl] = thunk
+                memory[impl] = compiled_bytes(thunk)
             except Exception as err:  # a peer that fails is skipped, not fatal
                 reason = f"failed: {type(err).__name__}: {str(err).splitlines()[0][:300]}"
         if reason is not None:
@@ -175,7 +176,7 @@ def measure(rec: Recorder, cell: str, shape: Shape, dtype: str, pass_: str, impl
                    "reason": f"timing failed: {type(err).__name__}: {str(err)[:300]}"})
         return
     med = {impl: median(ts) for impl, ts in times.items()}
-    flops = rnn_flops(*shape, FAMILIES[cell].gates, backward)
+    flops = rnn_flops(*shape, FAMILIES[cell].gates, backward, FAMILIES[cell].input_gates)
     tokens = shape.B * shape.T
     for impl, t in med.items():
         rec.write({
@@ -184,11 +185,25 @@ def measure(rec: Recorder, cell: str, shape: Shape, dtype: str, pass_: str, impl
             "gflops": round(flops / t / 1e9, 3), "flops": flops,
             "fraction_of_limit": round(med["limit"] / t, 4) if "limit" in med else None,
             "ratio_to": {o: round(med[o] / t, 4) for o in med if o != impl},
-            "first_call_s": round(first_call[impl], 3),
+            "first_call_s": round(first_call[impl], 3), "memory_bytes": memory.get(impl),
             "rounds": args.rounds, "samples": [round(x, 7) for x in times[impl]],
         })
     print(f"{cell} B={shape.B} T={shape.T} D={shape.D} H={shape.H} {dtype} {pass_}: "
           + ", ".join(f"{i} {report._k(tokens / t)}" for i, t in med.items()), flush=True)
+
+
+def compiled_bytes(thunk: Callable[[], Any]) -> int | None:
+    """Temporary + argument + output bytes of a JAX thunk's compiled program
+    (`peers.build`'s `partial(jit(fn), *args)`; the compilation is cached),
+    None for PyTorch or where the backend does not say."""
+    if not isinstance(thunk, functools.partial):
+        return None
+    try:
+        stats = thunk.func.lower(*thunk.args).compile().memory_analysis()
+        return int(stats.temp_size_in_bytes + stats.argument_size_in_bytes
+                   + stats.output_size_in_bytes)
+    except Exception:  # noqa: BLE001 - memory is a side measurement, never fatal
+        return None
 
 
 def run_throughput(rec: Recorder, args) -> None:
@@ -269,7 +284,8 @@ def parse(argv) -> argparse.Namespace:
     p.add_argument("--tiny", dest="preset", action="store_const", const="tiny")
     p.add_argument("--out", type=Path, default=Path("results/bench/scan.jsonl"))
     p.add_argument("--parts", type=_list(), default=["throughput", "compile", "memory"])
-    p.add_argument("--cells", type=_list(), default=list(FAMILIES))
+    p.add_argument("--cells", type=_list(), default=["lstm", "gru", "mut1"],
+                   help=f"of {', '.join(FAMILIES)}")
     p.add_argument("--impls", type=_list(), default=None, help="only these (default: all)")
     p.add_argument("--passes", type=_list(), default=list(PASSES))
     p.add_argument("--dtypes", type=_list(), default=["float32"])

@@ -57,15 +57,18 @@ def median(xs: list[float]) -> float:
     return statistics.median(xs)
 
 
-def rnn_flops(B: int, T: int, D: int, H: int, gates: int, backward: bool) -> float:
+def rnn_flops(B: int, T: int, D: int, H: int, gates: int, backward: bool,
+              input_gates: int | None = None) -> float:
     """Matmul FLOPs of a gated RNN over a sequence whose step multiplies the
-    input by a `(D, gates·H)` matrix and the state by an `(H, gates·H)` one
-    (LSTM: 4, GRU: 3, MUT1: 2). Forward: `2·B·T·(D + H)·gates·H`. The backward
+    input by a `(D, input_gates·H)` matrix and the state by an `(H, gates·H)`
+    one (LSTM: 4 and 4, GRU: 3, MUT1: 2, MUT2: 2 and 3; `input_gates=None`:
+    the same as `gates`). Forward: `2·B·T·(D·input_gates + H·gates)·H`. The backward
     pass with gradients for the weights, the inputs and the states needs two
     more matmuls of the same size per forward matmul (`dW = xᵀ·dY`,
     `dx = dY·Wᵀ`), so forward+backward is 3× the forward. Elementwise work
     (gates, biases) is not counted."""
-    forward = 2.0 * B * T * (D + H) * gates * H
+    input_gates = gates if input_gates is None else input_gates
+    forward = 2.0 * B * T * (D * input_gates + H * gates) * H
     return forward * (3.0 if backward else 1.0)
 
 
