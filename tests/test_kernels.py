@@ -17,6 +17,7 @@ import recurrax
 from recurrax import kernels
 from recurrax.kernels import KernelUnsupported
 from recurrax.kernels import _scan as kernel_scan
+from recurrax.kernels import _step as kernel_step
 from tests import reference as ref
 from tests.helpers import build, input_size
 
@@ -82,6 +83,18 @@ def test_float64_values_and_gradients_equal_scan(name):
         got = outputs_and_grads(fused(tile=2), *args, reverse)
     assert jax.tree.structure(got) == jax.tree.structure(want)
     assert max_error(got, want) < 1e-12
+
+
+def test_weights_read_at_every_step_give_the_same_numbers(monkeypatch):
+    """Weights too large to stay in a program are read at every step: same
+    numbers, and still a Triton program."""
+    monkeypatch.setattr(kernel_step, "RESIDENT_BYTES", 0)
+    with jax.enable_x64(True):
+        args = problem("gru", jnp.float64)
+        want = outputs_and_grads(recurrax.scan, *args, False)
+        got = outputs_and_grads(fused(tile=2), *args, False)
+    assert max_error(got, want) < 1e-12
+    lowers_to_triton("lstm", monkeypatch)
 
 
 def float32_errors(name, matmul_dtype, reverse=False):
@@ -179,6 +192,10 @@ def test_lowers_to_triton_for_a_gpu(name, monkeypatch):
     """The forward and backward kernels of every cell, in float32 and with
     bfloat16 matmuls, lower to Triton (every operation has a Triton form and
     every array a power-of-two size); compiling and running them needs a GPU."""
+    lowers_to_triton(name, monkeypatch)
+
+
+def lowers_to_triton(name, monkeypatch):
     monkeypatch.setattr(kernel_scan, "backend", lambda: "gpu")
     cell = build(name, 16)
     params = cell.init(jax.random.PRNGKey(0), 16)

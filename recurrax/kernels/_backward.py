@@ -8,7 +8,7 @@ matmuls in the loop are the adjoint's own,
 
     dh_t += da_t W_kᵀ        for each recurrent matmul a_t = h_t W_k,
 
-with the resident weights. It writes `da_t`, the tap inputs `h_t` and the
+with the weights loaded as in the forward kernel. It writes `da_t`, the tap inputs `h_t` and the
 prepared inputs' gradient `dpx_t`, and sums the gradients of the biases the
 step reads. The weight gradients are not formed in the loop: after it,
 `dW_k = Σ_t h_tᵀ da_t` is one GEMM over all `T·batch` rows (`_scan`).
@@ -94,7 +94,7 @@ def backward(config: Config, pxs: jax.Array, lengths: jax.Array | None,
         hs_refs = refs_out[2: 2 + len(plan.taps)]
         dcarry_refs = refs_out[2 + len(plan.taps): 2 + len(plan.taps) + n_carry]
         dother_refs = refs_out[2 + len(plan.taps) + n_carry:]
-        W = [r[...] for r in w_refs]  # resident for the whole loop
+        W = _step.weight_loader(config, w_refs)
         loaded = {n: r[...] for n, r in zip(names, other_refs, strict=True)}
         lens = len_ref[...] if len_ref is not None else None
 
@@ -110,7 +110,7 @@ def backward(config: Config, pxs: jax.Array, lengths: jax.Array | None,
 
                 def matmul(k, h, slots):
                     hs.append(h)
-                    return [replay(h, a[m], W[m]) for m in slots]
+                    return [replay(h, a[m], W(m)) for m in slots]
 
                 new, y = _step.step(config, params, carry, t, px, lens, matmul)
                 return (new, y), hs

@@ -1,7 +1,8 @@
 r"""The forward kernel: one launch runs all T steps of a batch tile.
 
 Each program (one per tile of `tile` sequences) loads the recurrent weights
-once, before its loop over time, and keeps them for all T steps; per step it
+once, before its loop over time, and keeps them for all T steps (weights
+larger than `_step.RESIDENT_BYTES` are read at every step instead); per step it
 reads the prepared inputs `px_t` (the input projections, computed before the
 launch as one GEMM), makes the step's recurrent matmuls and gates, and writes
 `y_t`. With `residuals` it also writes what the backward kernel needs: the
@@ -58,7 +59,7 @@ def forward(config: Config, pxs: jax.Array, lengths: jax.Array | None, carry: li
         other_refs = refs[1 + n_len + n_carry + n_w: len(in_specs)]
         ys_ref, *outs = refs[len(in_specs):]
         final_refs, rest = outs[:n_carry], outs[n_carry:]
-        W = [r[...] for r in w_refs]  # resident for the whole loop
+        W = _step.weight_loader(config, w_refs)
         loaded = {n: r[...] for n, r in zip(names, other_refs, strict=True)}
         lens = len_ref[...] if len_ref is not None else None
 
@@ -68,7 +69,7 @@ def forward(config: Config, pxs: jax.Array, lengths: jax.Array | None, carry: li
             outs_t: list[jax.Array] = []
 
             def matmul(k, h, slots):
-                a = [_step.dot(h, W[m], config.matmul_dtype, dtype) for m in slots]
+                a = [_step.dot(h, W(m), config.matmul_dtype, dtype) for m in slots]
                 outs_t.extend(a)
                 return a
 

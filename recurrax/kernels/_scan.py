@@ -100,8 +100,9 @@ def scan(
     if not interpret:
         _check_triton(plan, tile, carry0)
     leaves, tree = jax.tree.flatten(carry0)
+    weight_bytes = sum(params[n].size for n in plan.names) * jnp.dtype(matmul_dtype).itemsize
     config = Config(cell, plan, T, padded, tile, reverse, run.lengths is not None,
-                    matmul_dtype, dtype, tree, interpret)
+                    matmul_dtype, dtype, tree, interpret, weight_bytes <= _step.RESIDENT_BYTES)
     pxs = _pad(pxs.reshape(T, B, plan.n_px, plan.hidden), padded, 1)
     leaves = [_pad(leaf, padded, 0) for leaf in leaves]
     lens = None if run.lengths is None else _pad(
@@ -183,13 +184,15 @@ def _pad(a: jax.Array, size: int, axis: int) -> jax.Array:
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _fused(config: Config, weights, others, pxs, carry, lengths):
+    weights = _low(config, weights)
     ys, *final = forward(config, pxs, lengths, carry, weights, others, residuals=False)
     return final, ys
 
 
 def _fused_fwd(config: Config, weights, others, pxs, carry, lengths):
     n = len(carry)
-    ys, *rest = forward(config, pxs, lengths, carry, weights, others, residuals=True)
+    ys, *rest = forward(config, pxs, lengths, carry, _low(config, weights), others,
+                        residuals=True)
     final, carries_in, taps = rest[:n], rest[n: 2 * n], rest[2 * n]
     return (final, ys), (weights, others, pxs, lengths, carries_in, taps)
 
@@ -199,8 +202,8 @@ def _fused_bwd(config: Config, residuals, cotangents):
     dfinal, dys = cotangents
     dfinal = [d.astype(config.dtype) for d in dfinal]
     dpxs, dtaps, hs, dcarry, dothers = backward(
-        config, pxs, lengths, carries_in, taps, dys.astype(config.dtype), dfinal, weights,
-        others)
+        config, pxs, lengths, carries_in, taps, dys.astype(config.dtype), dfinal,
+        _low(config, weights), others)
     dweights: list[jax.Array] = [jnp.zeros(())] * len(weights)
     rows = config.T * config.batch
     for k, slots in enumerate(map(config.plan.tap_slots, range(len(config.plan.taps)))):
@@ -212,6 +215,11 @@ def _fused_bwd(config: Config, residuals, cotangents):
     dothers = {n: d.sum(0).astype(others[n].dtype) for n, d in dothers.items()}
     return (dweights, dothers, dpxs.astype(pxs.dtype),
             [d.astype(c.dtype) for d, c in zip(dcarry, carries_in, strict=True)], None)
+
+
+def _low(config: Config, weights: list[jax.Array]) -> list[jax.Array]:
+    """The recurrent weights in the matmuls' dtype, cast once per launch."""
+    return [w.astype(config.matmul_dtype) for w in weights]
 
 
 _fused.defvjp(_fused_fwd, _fused_bwd)

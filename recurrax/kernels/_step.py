@@ -34,6 +34,7 @@ class Config(NamedTuple):
     dtype: Any
     carry_tree: Any
     interpret: bool
+    resident: bool
 
     @property
     def grid(self) -> tuple[int]:
@@ -49,6 +50,23 @@ def dot(a: jax.Array, b: jax.Array, matmul_dtype: Any, dtype: Any, *,
     return jax.lax.dot_general(
         a.astype(matmul_dtype), b.astype(matmul_dtype), dims,
         precision=jax.lax.Precision.HIGHEST, preferred_element_type=dtype)
+
+
+#: Recurrent weights up to this many bytes per program are loaded once, before
+#: the loop over time; larger ones at every step. A guess, not a measurement
+#: (docs/performance.md): a GPU's register file is 256 KiB per SM, shared
+#: memory up to 228 KiB, and the gates and tiles need room too.
+RESIDENT_BYTES = 64 * 1024
+
+
+def weight_loader(config: Config, refs: Sequence[Any]) -> Callable[[int], jax.Array]:
+    """`load(m)`: the m-th recurrent weight. Called inside the loop over time,
+    it reads the weight there unless the weights are `resident`, read here,
+    once, before the loop."""
+    if not config.resident:
+        return lambda m: refs[m][...]
+    loaded = [ref[...] for ref in refs]
+    return lambda m: loaded[m]
 
 
 def tiled(config: Config, shape: Sequence[int], batch_axis: int) -> pl.BlockSpec:
