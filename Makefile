@@ -29,6 +29,7 @@ applications: $(STAMP)
 	$(PY) -m experiments.addition --preset quick
 	$(PY) -m experiments.sentiment --preset quick
 	$(PY) -m experiments.captioning --preset quick
+	$(PY) -m experiments.nnx_sentiment --preset quick
 
 parallel-in-time: $(STAMP)
 	$(PY) -m experiments.parallel_in_time --preset quick

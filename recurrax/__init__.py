@@ -15,6 +15,9 @@ equations), `scan` and `step` (running a sequence), the combinators `layer`,
     recurrax.parallel   a cell evaluated over all time steps at once (DEER, ELK)
     recurrax.metrics    BLEU, n-gram baseline, gradient flow, Lyapunov exponent
     recurrax.tasks      the study's datasets
+    recurrax.kernels    fused Pallas kernels for scan (GPU; Pallas's interpreter elsewhere)
+    recurrax.interop    weights from and to PyTorch (nn.RNN/LSTM/GRU) and Flax cells
+    recurrax.nnx        recurrax cells as Flax NNX modules (recurrax.linen: Linen)
 """
 
 from recurrax import cells, initializers, nn

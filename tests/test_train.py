@@ -229,7 +229,8 @@ IMPORT_CORE = """
 import sys, recurrax
 loaded = sorted(m for m in sys.modules if m.startswith("recurrax."))
 heavy = ("recurrax.train", "recurrax.models", "recurrax.search", "recurrax.metrics",
-         "recurrax.tasks", "recurrax.parallel", "recurrax.kernels")
+         "recurrax.tasks", "recurrax.parallel", "recurrax.kernels", "recurrax.interop",
+         "recurrax.nnx", "recurrax.linen")
 print([m for m in loaded if m.startswith(heavy)])
 import recurrax.train, recurrax.models, recurrax.search, recurrax.metrics, recurrax.tasks
 import recurrax.parallel, recurrax.kernels
