@@ -254,6 +254,7 @@ def test_the_decoding_step_agrees_with_teacher_forcing(tiny):
 # ------------------------------------------------------------------------ the experiment
 
 
+@pytest.mark.slow  # 13 s; the captioner's parts are tested above
 def test_the_experiment_runs_on_shapes(tmp_path, capsys):
     from experiments import captioning
 

@@ -143,10 +143,10 @@ def _as64(tree):
     return jax.tree.map(lambda a: a.astype(jnp.float64), tree)
 
 
-#: Forward mode in the default run on three cells (both loop forms, all three
-#: step shapes); the other cases are marked slow.
+#: Forward mode in the default run on the LSTM; the other cells (both loop
+#: forms, every step shape) are marked slow.
 FORWARD_CASES = [pytest.param(n, k, id=f"{n}-{','.join(k)}",
-                              marks=() if n in ("lstm", "gru-reset-after", "mut2") else
+                              marks=() if n == "lstm" else
                               pytest.mark.slow) for n, k in CASES]
 
 

@@ -180,6 +180,7 @@ def test_a_changed_preset_refuses_a_results_file_of_the_old_one(tmp_path):
     assert protocol.fingerprint(changed) != protocol.fingerprint(smoke)
 
 
+@pytest.mark.slow  # 9 s
 def test_a_split_scored_in_one_call_equals_window_by_window_scoring():
     """`tasks.evaluate` (one compiled scan over the windows, every member at
     once) against a plain loop over the windows for each member alone, on

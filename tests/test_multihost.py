@@ -159,6 +159,7 @@ def test_the_run_command_goes_through_the_multihost_hooks():
         assert hook in source, f"experiments/jozefowicz/__main__.py does not call {hook}"
 
 
+@pytest.mark.slow  # 27 s; resuming after a kill: test_jozefowicz, test_train
 def test_a_two_process_run_killed_and_restarted_equals_one_process(tmp_path):
     killed_and_restarted(tmp_path, processes=2, victim=1)
 

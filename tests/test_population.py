@@ -134,6 +134,7 @@ print(json.dumps({"devices": len(jax.devices()),
 """
 
 
+@pytest.mark.slow  # 13 s; sharding: the two-process test
 def test_sharded_over_four_devices_equals_one_device():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
                JAX_PLATFORMS="cpu")

@@ -153,6 +153,7 @@ def test_logistic_regression_separates_a_separable_set():
     assert theta[0] > max(abs(theta[1]), abs(theta[2]))
 
 
+@pytest.mark.slow  # 10 s; the data path: test_nnx_sentiment
 def test_the_experiment_runs_end_to_end_on_a_tiny_corpus(tmp_path, capsys):
     write_archive(tmp_path, fake_corpus())
     out = tmp_path / "out"

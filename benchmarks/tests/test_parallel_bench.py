@@ -16,6 +16,7 @@ def read(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow  # 7 s; the benchmark's parts are tested above
 def test_tiny_run_records_and_table(tmp_path):
     out = tmp_path / "p.jsonl"
     text = bench.main(["--tiny", "--cells", "mingru", "--methods", "quasi-deer", "--batch", "1",
