@@ -3,6 +3,7 @@ converting parameter trees, central finite differences, counting the matmuls
 inside compiled loops, and a small population problem."""
 
 import re
+from pathlib import Path
 from typing import TypedDict
 
 import jax
@@ -17,6 +18,17 @@ from recurrax.train import batching, population
 from tests import reference as ref
 
 ALL = [*recurrax.cells.NAMES, "gru-reset-after"]
+
+
+def run_docs_block(page: str, pattern: str) -> dict:
+    """Run the first Python code block after the text matching `pattern` in
+    `docs/<page>`; return the names it defined."""
+    path = Path(__file__).resolve().parents[1] / "docs" / page
+    block = re.search(pattern + r".*?```python\n(.*?)```", path.read_text(), re.S)
+    assert block, f"docs/{page} has no Python block after {pattern!r}"
+    namespace: dict = {}
+    exec(compile(block.group(1), f"docs/{page}", "exec"), namespace)
+    return namespace
 
 
 class Tolerance(TypedDict):

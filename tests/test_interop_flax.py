@@ -6,7 +6,6 @@ cells with hand-copied weights against recurrax.scan, with lengths, are
 tests/test_flax_crosscheck.py.)"""
 
 import functools
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ from flax import nnx
 
 import recurrax
 from recurrax.interop import _flax_layout, _kinds, from_flax, to_flax
-from tests.helpers import Tolerance
+from tests.helpers import Tolerance, run_docs_block
 
 TOL = Tolerance(rtol=1e-5, atol=2e-6)
 T, B, D, H = 3, 2, 3, 5
@@ -154,11 +153,7 @@ def test_outputs_and_gradients_match_flax(cls):
 
 @pytest.mark.slow  # real Flax initialisers and a compiled scan: ~2 s
 def test_docs_example_runs():
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "interop.md").read_text()
-    block = re.search(r"Flax to recurrax and back.*?\n\n```python\n(.*?)```", doc, re.S)
-    assert block, "docs/interop.md has no Flax example"
-    namespace: dict = {}
-    exec(compile(block.group(1), "docs/interop.md", "exec"), namespace)
+    namespace = run_docs_block("interop.md", "Flax to recurrax and back")
     gru, variables, ys = namespace["gru"], namespace["variables"], namespace["ys"]
     h = jnp.zeros((4, 8))
     for t in range(ys.shape[0]):  # Flax's GRUCell step by step

@@ -5,7 +5,6 @@ both layouts; to_torch and from_torch invert each other exactly; what has no
 exact counterpart is refused with a message naming it."""
 
 import re
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +20,7 @@ from recurrax.interop import (
     to_torch,
 )
 from recurrax.interop import _torch_layout as layout
-from tests.helpers import Tolerance
+from tests.helpers import Tolerance, run_docs_block
 
 torch = pytest.importorskip("torch", reason="the PyTorch converters are checked against torch")
 
@@ -131,11 +130,7 @@ def test_outputs_states_and_gradients_match_torch(case):
 
 @pytest.mark.slow  # four scans compiled one by one: ~2 s
 def test_docs_example_runs_and_matches_torch():
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "interop.md").read_text()
-    block = re.search(r"PyTorch to recurrax and back:\n\n```python\n(.*?)```", doc, re.S)
-    assert block, "docs/interop.md has no PyTorch example"
-    namespace: dict = {}
-    exec(compile(block.group(1), "docs/interop.md", "exec"), namespace)
+    namespace = run_docs_block("interop.md", "PyTorch to recurrax and back:")
     lstm, xs, lengths = namespace["lstm"], namespace["xs"], list(namespace["lengths"])
     _, T_doc, _ = xs.shape
     packed = torch.nn.utils.rnn.pack_padded_sequence(

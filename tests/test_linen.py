@@ -13,7 +13,7 @@ import pytest
 import recurrax
 import recurrax.linen as rlinen
 from recurrax import cells
-from tests.test_nnx import LENGTHS, B, D, H, T, close, inputs, toy_cell
+from tests.test_nnx import LENGTHS, SCAN_OPTIONS, B, D, H, T, close, inputs, scan_spy, toy_cell
 
 
 def test_init_makes_the_cells_params_and_apply_equals_scan():
@@ -50,18 +50,10 @@ def test_jit_and_grad_equal_the_plain_scan():
 
 
 def test_options_reach_scan(monkeypatch):
-    seen = {}
-
-    def spy(cell, params, xs, carry=None, **kwargs):
-        seen.update(kwargs)
-        return recurrax.scan(cell, params, xs, carry, **kwargs)
-
-    monkeypatch.setattr("recurrax.linen.scan", spy)
-    options: dict[str, Any] = dict(time_major=True, reverse=True, unroll=2, remat=True, hoist=False,
-                   weight_grads="in_loop")
-    model = rlinen.RNN(cells.rnn(H), **options)
+    seen = scan_spy(monkeypatch, "recurrax.linen.scan")
+    model = rlinen.RNN(cells.rnn(H), **SCAN_OPTIONS)
     model.init(jax.random.key(0), inputs((T, B, D)), lengths=LENGTHS)
-    assert seen.pop("lengths") is LENGTHS and seen == options
+    assert seen.pop("lengths") is LENGTHS and seen == SCAN_OPTIONS
 
 
 def test_an_integer_params_entry_goes_to_the_constants_collection():

@@ -53,19 +53,29 @@ def test_call_equals_scan(cell, time_major, reverse, lengths, give_carry):
     close(model(xs, carry, lengths=lengths), expected if give_carry else expected[1])
 
 
-def test_options_reach_scan(monkeypatch):
-    seen = {}
+#: Every scan option a wrapper takes, set away from its default.
+SCAN_OPTIONS: dict[str, Any] = dict(time_major=True, reverse=True, unroll=2, remat=True,
+                                    hoist=False, weight_grads="in_loop")
+
+
+def scan_spy(monkeypatch, where: str) -> dict:
+    """Replace `recurrax.scan` at `where` by a spy; returns the dict that
+    collects the keyword arguments it is called with."""
+    seen: dict = {}
 
     def spy(cell, params, xs, carry=None, **kwargs):
         seen.update(kwargs)
         return recurrax.scan(cell, params, xs, carry, **kwargs)
 
-    monkeypatch.setattr("recurrax.nnx.rnn.scan", spy)
-    options: dict[str, Any] = dict(time_major=True, reverse=True, unroll=2, remat=True, hoist=False,
-                   weight_grads="in_loop")
-    model = rnnx.RNN(cells.rnn(H), D, rngs=nnx.Rngs(0), **options)
+    monkeypatch.setattr(where, spy)
+    return seen
+
+
+def test_options_reach_scan(monkeypatch):
+    seen = scan_spy(monkeypatch, "recurrax.nnx.rnn.scan")
+    model = rnnx.RNN(cells.rnn(H), D, rngs=nnx.Rngs(0), **SCAN_OPTIONS)
     model(inputs((T, B, D)), lengths=LENGTHS)
-    assert seen.pop("lengths") is LENGTHS and seen == options
+    assert seen.pop("lengths") is LENGTHS and seen == SCAN_OPTIONS
 
 
 def plain_loss(cell, params, xs, weights):
