@@ -139,7 +139,9 @@ def check_array(name: str, x: Any, min_ndim: int, layout: str) -> jax.Array:
 
 @functools.lru_cache(maxsize=512)
 def _expected_param_shapes(cell: Cell, input_size: int) -> dict[str, tuple]:
-    abstract = jax.eval_shape(lambda k: cell.init(k, input_size), jax.random.key(0))
+    # The key is made inside eval_shape's own trace: made outside, under a
+    # caller's jit, its random_seed op would be staged into the caller's program.
+    abstract = jax.eval_shape(lambda: cell.init(jax.random.key(0), input_size))
     return _shapes(abstract)
 
 

@@ -134,3 +134,12 @@ def test_default_hoist_rule():
     assert recurrax.default_hoist(64, "cpu") is False
     assert recurrax.default_hoist(64, "gpu") is True  # hoisting never lost on the GPU
     assert recurrax.default_hoist(64) is (jax.default_backend() != "cpu")
+
+
+def test_the_checks_leave_nothing_in_the_callers_program():
+    """`scan`'s argument checks trace the cell abstractly: no op of theirs (the
+    key `check_params` draws, say) is staged into a program that calls scan."""
+    cell = recurrax.cells.gru(4)
+    params = cell.init(jax.random.key(0), 3)
+    jaxpr = jax.make_jaxpr(lambda p, x: recurrax.scan(cell, p, x)[1])(params, jnp.ones((2, 1, 3)))
+    assert "random" not in str(jaxpr)

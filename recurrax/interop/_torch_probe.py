@@ -29,15 +29,9 @@ Build = Callable[..., Seq]
 
 
 def _program(seq: Seq, params: Any, xs: jax.Array, key: jax.Array | None = None):
-    """`seq.apply`'s jaxpr as text, and its output shapes (tracing only). The
-    second trace is kept: the first may record the work of caches filled once
-    (e.g. a shape check that builds a key), which are not the Seq's."""
-    def trace():  # a new function each time: make_jaxpr caches traces by function
-        return jax.make_jaxpr(lambda p, x, k: seq.apply(p, x, key=k), return_shape=True)(
-            params, xs, key)
-
-    trace()
-    jaxpr, shapes = trace()
+    """`seq.apply`'s jaxpr as text, and its output shapes (tracing only)."""
+    jaxpr, shapes = jax.make_jaxpr(lambda p, x, k: seq.apply(p, x, key=k), return_shape=True)(
+        params, xs, key)
     return str(jaxpr), shapes
 
 
