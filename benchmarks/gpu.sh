@@ -39,7 +39,9 @@
 #                 kernel_check.jsonl), then lstm forward+backward at B 1..256 ×
 #                 H 256..1024 (T 256) beside cuDNN (JAX and PyTorch), Flax,
 #                 Equinox, lax.scan and the limit in float32, then bfloat16, then
-#                 the forward pass, then every gated cell at (64, 256, 512)
+#                 the forward pass, then every gated cell at (64, 256, 512);
+#                 kernel_rule.md: kernel / lax.scan and / cuDNN per shape, the
+#                 goal's status and the PALLAS_FASTER set it implies
 set -uo pipefail
 
 source "$(dirname "$0")/device_env.sh" results/bench/gpu "${1:-}"
@@ -151,6 +153,8 @@ fi
 echo "=== report at $(( $(date +%s) - START )) s"
 [ "${GPU_ONLY:-}" = parallel ] || timeout -k 5 40 "$PY" -m benchmarks.report "$JSONL" \
     --run-id "$RUN_ID" || echo "=== report failed"
+[ "${GPU_ONLY:-kernels}" != kernels ] || timeout -k 5 30 "$PY" -m benchmarks.kernel_rule \
+    "$JSONL" --run-id "$RUN_ID" > "$OUT_DIR/kernel_rule.md" || echo "=== kernel rule failed"
 [ "${GPU_ONLY:-}" = kernels ] || timeout -k 5 30 "$PY" -m benchmarks.parallel --report \
     "$PARALLEL_JSONL" --run-id "$RUN_ID" || echo "=== parallel report failed"
 echo "=== done in $(( $(date +%s) - START )) s; files:"

@@ -145,3 +145,24 @@ def test_tiny_run_writes_records(tmp_path):
     assert "| B, T, D, H | recurrax" in text and "Compile time" in text
     assert out.with_suffix(".md").read_text() == text
     assert (out.parent / "scan_throughput.png").exists()
+
+
+def test_kernel_rule_reads_the_winners_and_the_goal():
+    """The rule and the goal read off throughput records: the kernel enters
+    `PALLAS_FASTER` where it beats lax.scan by the margin; the goal needs
+    1.5x the faster cuDNN at batch 1 and 1.0x elsewhere."""
+    from benchmarks import kernel_rule
+
+    def record(B, impl, tokens):
+        return {"kind": "throughput", "cell": "lstm", "pass": "forward+backward",
+                "dtype": "float32", "B": B, "H": 256, "impl": impl, "tokens_per_s": tokens}
+
+    speeds = {1: {"recurrax": 100, "recurrax-pallas": 160, "torch": 100, "jax-cudnn": 90},
+              64: {"recurrax": 100, "recurrax-pallas": 102, "torch": 90, "jax-cudnn": 101}}
+    records = [record(B, impl, t) for B, s in speeds.items() for impl, t in s.items()]
+    result = kernel_rule.analyse(kernel_rule.rows(records), margin=1.05)
+    assert result["pallas_faster"] == [(1, 256)]  # 1.02x at B=64 is under the margin
+    assert result["goal"] == "met"  # 1.6x at B=1, 1.0099x at B=64
+    records.append(record(1, "jax-cudnn", 120))  # now only 1.33x the faster cuDNN at B=1
+    assert kernel_rule.analyse(kernel_rule.rows(records), 1.05)["goal"] == "not met"
+    assert kernel_rule.analyse({}, 1.05)["goal"] == "unmeasured"
