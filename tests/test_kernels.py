@@ -250,3 +250,16 @@ def test_a_step_that_needs_the_fused_gates_is_refused():
     xs = jnp.ones((T, B, 5))
     with pytest.raises(KernelUnsupported, match="fused gates"):
         kernels.scan(cell, params, xs, interpret=True)
+
+
+def test_a_graph_compiled_cell_runs_in_the_kernels():
+    """Cells compiled from the search's graphs mark their matmuls and keep
+    H-wide gates too, so the kernels take them unchanged."""
+    from recurrax.search import baselines, graph
+
+    cell = graph.compile(baselines.GRAPHS["gru"], H)
+    params = cell.init(jax.random.key(0), H)
+    xs = jax.random.normal(jax.random.key(1), (T, B, H))
+    lengths = jnp.asarray([T, 0, 2])
+    got = kernels.scan(cell, params, xs, lengths=lengths, interpret=True)
+    assert max_error(got, recurrax.scan(cell, params, xs, lengths=lengths)) < 1e-6
