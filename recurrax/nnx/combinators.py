@@ -12,8 +12,7 @@ from flax import nnx
 
 from recurrax import _checks as checks
 from recurrax.masking import reverse_sequence
-from recurrax.nnx import _options as options
-from recurrax.nnx.rnn import RNN
+from recurrax.nnx.rnn import RNN, SequenceModule
 from recurrax.protocols import Carry
 
 Part = Union[RNN, "Bidirectional", "Stack"]
@@ -35,7 +34,7 @@ def _carries(where: str, carry: Any, n: int) -> Sequence[Any]:
     return carry
 
 
-class Bidirectional(nnx.Module):
+class Bidirectional(SequenceModule):
     r"""A forward and a backward pass over the same inputs, merged per step:
 
         y_t = [→y_t ; ←y_t]   (merge="concat")   or   →y_t + ←y_t   (merge="sum")
@@ -98,16 +97,8 @@ class Bidirectional(nnx.Module):
         ys = jnp.concatenate([y_fwd, y_bwd], axis=-1) if self.merge == "concat" else y_fwd + y_bwd
         return (c_fwd, c_bwd), ys
 
-    def __call__(self, xs: jax.Array, carry: Carry | None = None, *,
-                 lengths: jax.Array | None = None, return_carry: bool | None = None) -> Any:
-        """`ys`, or `(carry, ys)` when `return_carry` (default: the module's);
-        the arguments as `RNN.__call__`'s."""
-        full = options.wants_carry("Bidirectional", return_carry, self.return_carry)
-        out = self.run(xs, carry, lengths=lengths)
-        return out if full else out[1]
 
-
-class Stack(nnx.Module):
+class Stack(SequenceModule):
     r"""Layers one after another, each a full scan over the sequence:
 
         x⁰ = xs
@@ -187,11 +178,3 @@ class Stack(nnx.Module):
             finals.append(c)
             h = out
         return tuple(finals), h
-
-    def __call__(self, xs: jax.Array, carry: Carry | None = None, *,
-                 lengths: jax.Array | None = None, return_carry: bool | None = None) -> Any:
-        """`ys`, or `(carry, ys)` when `return_carry` (default: the module's);
-        the arguments as `RNN.__call__`'s."""
-        full = options.wants_carry("Stack", return_carry, self.return_carry)
-        out = self.run(xs, carry, lengths=lengths)
-        return out if full else out[1]

@@ -21,7 +21,30 @@ class Constant(nnx.Variable):
     alone."""
 
 
-class RNN(nnx.Module):
+class SequenceModule(nnx.Module):
+    """What `RNN`, `Bidirectional` and `Stack` share: a call that returns
+    `ys`, or `(carry, ys)`, of the subclass's `run(xs, carry, *, lengths)`."""
+
+    return_carry: bool
+
+    def run(self, xs: jax.Array, carry: Carry | None = None, *,
+            lengths: jax.Array | None = None) -> tuple[Carry, jax.Array]:
+        raise NotImplementedError
+
+    def __call__(self, xs: jax.Array, carry: Carry | None = None, *,
+                 lengths: jax.Array | None = None, return_carry: bool | None = None) -> Any:
+        """`ys`, or `(carry, ys)` when `return_carry` (default: the module's).
+
+        `xs`: `[*batch, T, D]` (`[T, *batch, D]` with `time_major`); `carry`:
+        the initial carry, `None` for `cell.initial_carry`; `lengths`: ints of
+        the batch shape in `[0, T]`, steps `t >= lengths[b]` leave row b's
+        carry unchanged and output 0 (`recurrax.scan`'s convention)."""
+        full = options.wants_carry(type(self).__name__, return_carry, self.return_carry)
+        out = self.run(xs, carry, lengths=lengths)
+        return out if full else out[1]
+
+
+class RNN(SequenceModule):
     r"""One recurrax cell run over the time axis by `recurrax.scan`:
 
         carry_{t+1}, y_t = cell.step(params, carry_t, cell.prepare(params, x_t))
@@ -106,16 +129,3 @@ class RNN(nnx.Module):
             reverse = checks.check_flag("RNN: reverse", reverse)
         return scan(self.cell, self.recurrax_params(), xs, carry, lengths=lengths,
                     **self.options.kwargs(reverse))
-
-    def __call__(self, xs: jax.Array, carry: Carry | None = None, *,
-                 lengths: jax.Array | None = None, return_carry: bool | None = None) -> Any:
-        """`ys`, or `(carry, ys)` when `return_carry` (default: the module's).
-
-        `xs`: `[*batch, T, D]` (`[T, *batch, D]` with `time_major`); `carry`:
-        the initial carry, `None` for `cell.initial_carry`; `lengths`: ints of
-        the batch shape in `[0, T]`, steps `t >= lengths[b]` leave row b's
-        carry unchanged and output 0 (`recurrax.scan`'s convention)."""
-        full = options.wants_carry("RNN", return_carry, self.return_carry)
-        out = self.run(xs, carry, lengths=lengths)
-        return out if full else out[1]
-
