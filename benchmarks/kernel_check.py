@@ -23,17 +23,12 @@ import jax.numpy as jnp
 import numpy as np
 
 import recurrax
+from benchmarks import peers
 from recurrax import kernels
 from recurrax.train.results import ResultsFile
 
 CELLS = ("lstm", "lstm-i", "lstm-f", "lstm-o", "lstm-b", "gru", "gru-reset-after", "mut1",
          "mut2", "mut3")
-
-
-def build(name: str, H: int) -> recurrax.Cell:
-    if name == "gru-reset-after":
-        return recurrax.cells.gru(H, reset_after=True)
-    return recurrax.cells.get(name, H)
 
 
 def outputs_and_grads(run, cell, params, xs, lengths):
@@ -51,7 +46,8 @@ def relative_error(got, want) -> float:
 
 
 def check(name: str, B: int, T: int, H: int, matmul_dtype) -> dict:
-    cell = build(name, H)
+    reset_after = name == "gru-reset-after"
+    cell = peers.recurrax_cell("gru" if reset_after else name, H, reset_after)
     D = H if name in ("mut1", "mut2") else H // 2
     params = cell.init(jax.random.key(0), D)
     xs = jax.random.normal(jax.random.key(1), (T, B, D))
